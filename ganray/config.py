@@ -1,0 +1,400 @@
+"""Typed, frozen experiment configuration loaded from YAML.
+
+One YAML file per experiment; its keys equal the dataclass field names below. Every
+problem (unknown key, wrong type, value out of range, malformed storage URI) raises
+`ConfigError` naming the dotted path and what is allowed, before anything runs.
+
+The dataclass defaults ARE the embedded local defaults: `python jobs/sweep_zdim.py`
+with no arguments runs on them (mnist5k, a CPU-sized DCGAN, ./ganray_results).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Names other layers register; kept here so a config can be checked before anything
+# heavy is imported. Tests assert these agree with the registries.
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25")
+FAMILIES = ("gan", "wgan-gp", "began", "vae")
+ARCHS = ("auto", "dcgan", "mlp")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted path of every offending key."""
+
+    def __init__(self, errors: list[str] | str):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+def _f(default, *, ge=None, gt=None, le=None, choices=None, doc=""):
+    """A dataclass field with range/choice metadata checked by `validate`."""
+    meta = dict(ge=ge, gt=gt, le=le, choices=choices, doc=doc)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = _f("zdim-mnist-local", doc="experiment folder under the storage URI")
+    seed: int = _f(0, ge=0, doc="base seed; a worker uses seed * world_size + rank")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    uri: str = _f("./ganray_results", doc="local path, s3://bucket/prefix or gs://bucket/prefix")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _f("mnist5k", choices=DATASETS)
+    source: str = _f("", doc="folder or s3://, gs:// prefix holding the official files; '' = download into the cache")
+    cache_dir: str = _f("", doc="download cache; '' = $GANRAY_CACHE or ~/.cache/ganray")
+    download: bool = _f(True, doc="download official files when they are not in source/cache")
+    classes: tuple[int, ...] = _f((), doc="keep only these class labels; () = all")
+    n_train: int = _f(0, ge=0, doc="cap on training examples (2D mixtures: how many to draw); 0 = all / 100000")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = _f("auto", choices=ARCHS, doc="auto = dcgan for images, mlp for 2D data")
+    z_dim: int = _f(10, ge=1)
+    width: float = _f(0.25, gt=0, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
+    g_ema: bool = _f(False, doc="keep an exponential moving average of G (G_ema)")
+    ema_decay: float = _f(0.999, gt=0, le=1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    family: str = _f("gan", choices=FAMILIES)
+    steps: int = _f(600, ge=1, doc="generator steps")
+    batch_size: int = _f(64, ge=1, doc="per worker: the global batch is batch_size * num_workers")
+    lr_g: float = _f(2e-4, gt=0)
+    lr_d: float = _f(2e-4, gt=0)
+    beta1: float = _f(0.5, ge=0, le=1)
+    beta2: float = _f(0.999, ge=0, le=1)
+    n_critic: int = _f(1, ge=1, doc="D steps per G step (WGAN-GP: 5)")
+    gp_lambda: float = _f(10.0, ge=0, doc="WGAN-GP gradient penalty weight")
+    began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
+    began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")
+    vae_alpha: float = _f(1.0, gt=0, doc="VAE loss = KL + alpha * MSE")
+    log_every: int = _f(20, ge=1)
+    eval_every: int = _f(100, ge=1)
+    sample_every: int = _f(100, ge=1)
+    checkpoint_every: int = _f(100, ge=1)
+    bf16: bool = _f(False, doc="bf16 autocast on GPU")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class ScalingConfig:
+    num_workers: int = _f(1, ge=1)
+    use_gpu: bool = _f(False)
+    cpus_per_worker: float = _f(1.0, gt=0)
+    gpus_per_worker: float = _f(1.0, gt=0, doc="fractions pack several small trials on one GPU")
+    max_failures: int = _f(0, ge=-1, doc="Ray Train FailureConfig.max_failures; -1 = unlimited")
+    sync_batchnorm: bool = _f(False, doc="convert BatchNorm to SyncBatchNorm under DDP")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    z_dim: tuple[int, ...] = _f((1, 2, 10, 50, 100), doc="grid; () = model.z_dim only")
+    lr_g: tuple[float, ...] = _f((), doc="grid; () = train.lr_g only")
+    lr_d: tuple[float, ...] = _f((), doc="grid; () = train.lr_d only")
+    family: tuple[str, ...] = _f((), doc="grid; () = train.family only")
+    seeds: tuple[int, ...] = _f((0,), doc="seeds per grid point")
+    stopper: bool = _f(True, doc="stop trials whose verdict is collapsed/diverged/garbage")
+    patience: int = _f(2, ge=1, doc="consecutive bad evaluations before a trial is stopped")
+    asha: bool = _f(False)
+    asha_metric: str = _f("fcd", doc="metric ASHA ranks trials by")
+    asha_mode: str = _f("min", choices=("min", "max"))
+    max_concurrent_trials: int = _f(0, ge=0, doc="0 = as many as the cluster's resources allow")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n: int = _f(2000, ge=1, doc="generated samples per evaluation")
+    n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
+    metrics: tuple[str, ...] = _f(("class_coverage", "fcd", "prdc", "fixed_z_flip_rate"))
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- conversions -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        def conv(v):
+            if isinstance(v, tuple):
+                return [conv(x) for x in v]
+            return v
+
+        return {
+            sec.name: {k: conv(v) for k, v in dataclasses.asdict(getattr(self, sec.name)).items()}
+            for sec in dataclasses.fields(self)
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **dotted: Any) -> "Config":
+        """`cfg.replace(**{"model.z_dim": 2})`: a new, validated config."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            _set_dotted(d, key, value)
+        return from_dict(d)
+
+
+# ---- loading and validation --------------------------------------------------------
+
+_URI_RE = re.compile(r"^(s3|gs)://([a-z0-9][a-z0-9._-]{1,61}[a-z0-9])(/.*)?$")
+
+
+def check_storage_uri(uri: str, path: str = "storage.uri") -> list[str]:
+    """Errors for a storage URI: a local path, s3://bucket/prefix or gs://bucket/prefix."""
+    if not isinstance(uri, str) or not uri.strip():
+        return [f"{path}: must be a local path, s3://bucket/prefix or gs://bucket/prefix (got {uri!r})"]
+    if "://" in uri or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", uri):
+        if not _URI_RE.match(uri):
+            return [
+                f"{path}: malformed storage URI {uri!r}; allowed: a local path, "
+                "s3://bucket/prefix or gs://bucket/prefix (bucket: 3-63 of a-z 0-9 . _ -)"
+            ]
+    return []
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp, path: str) -> Any:
+    """Convert a YAML (or --set) value to the annotated type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (elem, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in (s.strip() for s in value.strip("[]()").split(",")) if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list of {_type_name(elem)}, got {value!r}")
+        return tuple(_convert(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 2e-4 as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {tp} at {path}")
+
+
+def _check_range(value: Any, meta: dict, path: str) -> list[str]:
+    values = value if isinstance(value, tuple) else (value,)
+    errs = []
+    for v in values:
+        if meta.get("choices") is not None and v not in meta["choices"]:
+            errs.append(f"{path}: unknown value {v!r}; allowed: {', '.join(map(str, meta['choices']))}")
+        if meta.get("ge") is not None and v < meta["ge"]:
+            errs.append(f"{path}: must be >= {meta['ge']} (got {v!r})")
+        if meta.get("gt") is not None and v <= meta["gt"]:
+            errs.append(f"{path}: must be > {meta['gt']} (got {v!r})")
+        if meta.get("le") is not None and v > meta["le"]:
+            errs.append(f"{path}: must be <= {meta['le']} (got {v!r})")
+    return errs
+
+
+def _did_you_mean(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix}: expected a mapping of keys, got {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{prefix}.{key}"
+        if key not in fields:
+            errors.append(f"{path}: unknown key{_did_you_mean(str(key), fields)}; allowed: {', '.join(fields)}")
+            continue
+        try:
+            v = _convert(value, hints[key], path)
+        except ConfigError as e:
+            errors.extend(e.errors)
+            continue
+        range_errs = _check_range(v, fields[key].metadata, path)
+        if range_errs:
+            errors.extend(range_errs)
+            continue
+        kwargs[key] = v
+    return cls(**kwargs)
+
+
+def _cross_checks(cfg: Config) -> list[str]:
+    errs = check_storage_uri(cfg.storage.uri)
+    if cfg.data.source:
+        errs += check_storage_uri(cfg.data.source, "data.source")
+    if not cfg.experiment.name or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.experiment.name):
+        errs.append(f"experiment.name: must be letters, digits, '.', '_' or '-' (got {cfg.experiment.name!r})")
+    two_d = cfg.data.dataset in ("ring8", "grid25")
+    if two_d and cfg.model.arch == "dcgan":
+        errs.append(f"model.arch: dcgan needs image data; data.dataset {cfg.data.dataset!r} is 2D (use mlp or auto)")
+    if not two_d and cfg.model.arch == "mlp":
+        errs.append(f"model.arch: mlp is for 2D data; data.dataset {cfg.data.dataset!r} is images (use dcgan or auto)")
+    if two_d and cfg.train.family in ("began", "vae"):
+        errs.append(f"train.family: {cfg.train.family} needs image data (data.dataset is {cfg.data.dataset!r})")
+    fams = cfg.sweep.family or (cfg.train.family,)
+    for i, fam in enumerate(cfg.sweep.family):
+        if fam not in FAMILIES:
+            errs.append(f"sweep.family[{i}]: unknown value {fam!r}; allowed: {', '.join(FAMILIES)}")
+    for name in ("z_dim", "seeds"):
+        for i, v in enumerate(getattr(cfg.sweep, name)):
+            if v < (1 if name == "z_dim" else 0):
+                errs.append(f"sweep.{name}[{i}]: must be >= {1 if name == 'z_dim' else 0} (got {v})")
+    for name in ("lr_g", "lr_d"):
+        for i, v in enumerate(getattr(cfg.sweep, name)):
+            if v <= 0:
+                errs.append(f"sweep.{name}[{i}]: must be > 0 (got {v})")
+    if not cfg.sweep.seeds:
+        errs.append("sweep.seeds: empty grid; give at least one seed")
+    del fams
+    errs += _check_metric_names(cfg)
+    return errs
+
+
+def _check_metric_names(cfg: Config) -> list[str]:
+    try:
+        from ganray.metrics import metric_names, signal_names  # noqa: PLC0415 (late: metrics import torch)
+    except ImportError:  # metrics package not importable: nothing to check against
+        return []
+    errs = []
+    known = metric_names()
+    for i, m in enumerate(cfg.eval.metrics):
+        if m not in known:
+            errs.append(f"eval.metrics[{i}]: unknown metric {m!r}{_did_you_mean(m, known)}; allowed: {', '.join(known)}")
+    if cfg.sweep.asha:
+        reportable = signal_names(cfg.eval.metrics)
+        if cfg.sweep.asha_metric not in reportable:
+            errs.append(
+                f"sweep.asha_metric: unknown metric {cfg.sweep.asha_metric!r}"
+                f"{_did_you_mean(cfg.sweep.asha_metric, reportable)}; allowed: {', '.join(sorted(reportable))}"
+            )
+    return errs
+
+
+def from_dict(raw: Any) -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"<root>: expected a mapping of sections, got {type(raw).__name__}")
+    errors: list[str] = []
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    built = {}
+    for key, value in raw.items():
+        if key not in sections:
+            errors.append(f"{key}: unknown section{_did_you_mean(str(key), sections)}; allowed: {', '.join(sections)}")
+            continue
+        built[key] = _build_section(sections[key].default_factory, value, key, errors)
+    cfg = Config(**built)
+    if not errors:
+        errors += _cross_checks(cfg)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"{key}: overrides take the form section.key=value (e.g. train.lr_g=2e-4)")
+    sec, name = parts
+    if not isinstance(d.get(sec, {}), dict):
+        raise ConfigError(f"{sec}: expected a mapping of keys")
+    d.setdefault(sec, {})[name] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["train.lr_g=2e-4", "sweep.z_dim=[1,2]"]` -> {"train.lr_g": 2e-4, ...}."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value (e.g. train.lr_g=2e-4)")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        out[key.strip()] = value
+    return out
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Load a YAML config (None = embedded defaults) and apply `--set` overrides."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if overrides:
+        ov = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        for key, value in ov.items():
+            _set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def image_or_2d(dataset: str) -> str:
+    return "2d" if dataset in ("ring8", "grid25") else "image"

@@ -1,0 +1,89 @@
+"""Datasets held in memory as tensors: images in [-1, 1] as [N, C, H, W], 2D points as [N, 2].
+
+`load_dataset(cfg.data)` is the one entry point; every dataset returns a `Dataset`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+
+from ganray.config import DataConfig
+
+
+class DataError(ValueError):
+    """A dataset cannot be read: missing files, bad checksum, unknown class. Exit code 2."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x: torch.Tensor  # float32 [N, C, H, W] in [-1, 1], or [N, 2] for 2D mixtures
+    y: torch.Tensor  # int64 [N]: class label (2D mixtures: index of the mode drawn from)
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)  # e.g. {"means": [K, 2], "sigma": float} for 2D mixtures
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one example: (C, H, W) or (2,)."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return self.x.dim() == 4
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def shard(self, rank: int, world_size: int) -> "Dataset":
+        """Every world_size-th example starting at rank: disjoint shards of near-equal size."""
+        if world_size <= 1:
+            return self
+        return replace(self, x=self.x[rank::world_size], y=self.y[rank::world_size])
+
+    def subset(self, classes: tuple[int, ...]) -> "Dataset":
+        if not classes:
+            return self
+        bad = [c for c in classes if not 0 <= c < self.num_classes]
+        if bad:
+            raise DataError(f"data.classes: {bad} not in 0..{self.num_classes - 1} for {self.name}")
+        keep = torch.isin(self.y, torch.tensor(classes, dtype=self.y.dtype))
+        return replace(self, x=self.x[keep], y=self.y[keep])
+
+
+_LOADERS: dict[str, Callable[[DataConfig, str], Dataset]] = {}
+
+
+def register_dataset(name: str):
+    def deco(fn: Callable[[DataConfig, str], Dataset]):
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def dataset_names() -> tuple[str, ...]:
+    _import_all()
+    return tuple(_LOADERS)
+
+
+def _import_all() -> None:
+    from ganray.data import idx, mixtures, mnist5k, stacked  # noqa: F401  (register loaders)
+
+
+def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
+    """Load `cfg.dataset` (`split` = "train" or "test"), apply the class subset and the size cap."""
+    _import_all()
+    if cfg.dataset not in _LOADERS:
+        raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; allowed: {', '.join(_LOADERS)}")
+    ds = _LOADERS[cfg.dataset](cfg, split).subset(cfg.classes)
+    if cfg.n_train and len(ds) > cfg.n_train and ds.is_image:
+        ds = replace(ds, x=ds.x[: cfg.n_train], y=ds.y[: cfg.n_train])
+    return ds
+
+
+def to_unit_range(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels 0..255 -> float32 in [-1, 1]."""
+    return u8.float().div_(127.5).sub_(1.0)
