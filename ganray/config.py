@@ -56,11 +56,26 @@ class StorageConfig:
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = _f("mnist5k", choices=DATASETS)
-    source: str = _f("", doc="folder or s3://, gs:// prefix holding the official files; '' = download into the cache")
+    source: str = _f(
+        "",
+        doc="folder or s3://, gs:// prefix holding the official files (read from there only); "
+        "'' = the cache, filled by downloading",
+    )
     cache_dir: str = _f("", doc="download cache; '' = $GANRAY_CACHE or ~/.cache/ganray")
-    download: bool = _f(True, doc="download official files when they are not in source/cache")
+    download: bool = _f(True, doc="download official files into the cache when they are not there (source '')")
+    mirror: str = _f(
+        "",
+        doc="http(s) base URL of a mirror holding the official file names, checked against the same sha256; "
+        "'' = $GANRAY_MIRROR_<DATASET> (e.g. GANRAY_MIRROR_FASHION_MNIST) or the official locations",
+    )
     classes: tuple[int, ...] = _f((), doc="keep only these class labels; () = all")
-    n_train: int = _f(0, ge=0, doc="cap on training examples (2D mixtures: how many to draw); 0 = all / 100000")
+    n_train: int = _f(
+        0,
+        ge=0,
+        doc="cap on training examples; generated sets draw this many; 0 = all (stacked-mnist 50000, 2D mixtures 100000)",
+    )
+    seed: int = _f(0, ge=0, doc="seed of generated data (stacked-mnist triplets, 2D mixture draws); fixed across trials")
+    stacked_base: str = _f("mnist5k", choices=("mnist5k", "mnist"), doc="stacked-mnist: where the base digits come from")
 
 
 @dataclass(frozen=True)

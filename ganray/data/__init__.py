@@ -70,7 +70,7 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def _import_all() -> None:
-    from ganray.data import idx, mixtures, mnist5k, stacked  # noqa: F401  (register loaders)
+    from ganray.data import cifar10, idx, mixtures, mnist5k, stacked  # noqa: F401  (register loaders)
 
 
 def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
@@ -82,6 +82,21 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
     if cfg.n_train and len(ds) > cfg.n_train and ds.is_image:
         ds = replace(ds, x=ds.x[: cfg.n_train], y=ds.y[: cfg.n_train])
     return ds
+
+
+SPLITS = ("train", "test")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def split_generator(seed: int, split: str) -> torch.Generator:
+    """A CPU generator for generated data: seed*2 (train) or seed*2+1 (test), so no two
+    (seed, split) pairs share a stream and the test set never repeats the train draws."""
+    check_split(split)
+    return torch.Generator().manual_seed(2 * seed + (split == "test"))
 
 
 def to_unit_range(u8: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,282 @@
+"""The official dataset files: read from data.source, from the cache, or downloaded into it.
+
+Where a file comes from, in order:
+  1. `data.source` set: a local folder or an s3:// / gs:// prefix holding the official file
+     names; the file is read from there and nowhere else (a missing file is an error).
+  2. The cache, `<cache>/<dataset>/<file>` with <cache> = data.cache_dir, else $GANRAY_CACHE,
+     else ~/.cache/ganray.
+  3. A download (when data.download) from data.mirror, else $GANRAY_MIRROR_<DATASET>
+     (e.g. GANRAY_MIRROR_FASHION_MNIST), else the official locations in `MIRRORS`.
+
+A download streams into a temporary file in the cache folder, checks the size and sha256
+from `CHECKSUMS`, and only then is renamed into place (os.replace), so the cache never
+holds a partial or corrupt file. Transient network errors are retried; a 404 moves on to
+the next mirror. Every function that checks hashes takes a `checksums` table, so tests
+(and users of a private copy) can inject their own.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Mapping, NamedTuple
+
+import pyarrow.fs as pafs
+
+from ganray.config import DataConfig
+from ganray.data import DataError
+from ganray.storage import filesystem, join
+
+log = logging.getLogger(__name__)
+
+
+class Expected(NamedTuple):
+    size: int  # bytes
+    sha256: str  # lower-case hex digest
+
+
+# Official locations, tried in order.
+MIRRORS: dict[str, tuple[str, ...]] = {
+    # The mirror torchvision uses first; yann.lecun.com is the original (often throttled).
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+}
+
+CHECKSUMS: dict[str, dict[str, Expected]] = {
+    # Source: tensorflow/datasets, tensorflow_datasets/url_checksums/mnist.txt (size, sha256 of
+    # the cvdf-datasets mirror; the same bytes as yann.lecun.com and ossci-datasets: torchvision's
+    # md5s f68b3c2d…, d53e105e…, 9fb629c4…, ec29112d… match all three mirrors).
+    "mnist": {
+        "train-images-idx3-ubyte.gz": Expected(9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        "train-labels-idx1-ubyte.gz": Expected(28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        "t10k-images-idx3-ubyte.gz": Expected(1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        "t10k-labels-idx1-ubyte.gz": Expected(4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    },
+    # Source: tensorflow/datasets, tensorflow_datasets/url_checksums/fashion_mnist.txt
+    # (for the same fashion-mnist.s3-website.eu-central-1.amazonaws.com URLs).
+    "fashion-mnist": {
+        "train-images-idx3-ubyte.gz": Expected(26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        "train-labels-idx1-ubyte.gz": Expected(29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        "t10k-images-idx3-ubyte.gz": Expected(4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        "t10k-labels-idx1-ubyte.gz": Expected(5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    },
+    # Source: keras, keras/datasets/cifar10.py (file_hash= sha256 for
+    # https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz; torchvision's md5 is
+    # c58f30108f718f92721af3b95e74349a). TFDS's cifar10.txt lists the *binary* tarball instead.
+    # Size: 170,498,071 bytes, as published with that sha256 in several dataset manifests.
+    "cifar10": {
+        "cifar-10-python.tar.gz": Expected(170498071, "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+    },
+}
+
+RETRIES = 2  # extra attempts per URL after a transient error
+BACKOFF_SEC = 2.0  # sleep before retry i: BACKOFF_SEC * 2**i
+TIMEOUT_SEC = 60.0  # socket timeout per read
+CHUNK_BYTES = 1 << 20
+USER_AGENT = "ganray-data/0.1 (python-urllib)"
+
+
+class _Transient(Exception):
+    """A network error worth retrying (connection reset, timeout, HTTP 5xx/429)."""
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """The cache folder: data.cache_dir, else $GANRAY_CACHE, else ~/.cache/ganray."""
+    root = cache_dir or os.environ.get("GANRAY_CACHE") or "~/.cache/ganray"
+    return Path(root).expanduser()
+
+
+def mirror_env_var(dataset: str) -> str:
+    """GANRAY_MIRROR_<DATASET>, e.g. GANRAY_MIRROR_FASHION_MNIST."""
+    return "GANRAY_MIRROR_" + re.sub(r"[^A-Z0-9]", "_", dataset.upper())
+
+
+def base_urls(dataset: str, mirror: str = "") -> tuple[str, ...]:
+    """Base URLs to try: `mirror` (data.mirror), else $GANRAY_MIRROR_<DATASET>, else MIRRORS."""
+    chosen = mirror or os.environ.get(mirror_env_var(dataset), "")
+    if chosen:
+        where = "data.mirror" if mirror else mirror_env_var(dataset)
+        if not re.match(r"^https?://[^/\s]+", chosen):
+            raise DataError(f"{where}: expected an http:// or https:// base URL, got {chosen!r}")
+        return (chosen if chosen.endswith("/") else chosen + "/",)
+    if dataset not in MIRRORS:
+        raise DataError(f"no download locations for dataset {dataset!r}; known: {', '.join(MIRRORS)}")
+    return MIRRORS[dataset]
+
+
+def expected_for(dataset: str, name: str, checksums: Mapping[str, Mapping[str, Expected]] | None = None) -> Expected:
+    table = CHECKSUMS if checksums is None else checksums
+    try:
+        return table[dataset][name]
+    except KeyError:
+        raise DataError(f"no published sha256 for {dataset}/{name}; refusing to download an unchecked file") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- one URL -> one verified file ------------------------------------------------------
+
+
+def _stream_to(url: str, tmp, expected: Expected, timeout: float) -> tuple[int, str]:
+    """Stream `url` into the open file `tmp`; return (bytes written, sha256 hex)."""
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (http/https checked in base_urls)
+    except urllib.error.HTTPError as e:
+        if e.code >= 500 or e.code == 429:
+            raise _Transient(f"HTTP {e.code} {e.reason}") from None
+        raise DataError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+        raise _Transient(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
+    h = hashlib.sha256()
+    n = 0
+    next_log = 0.0
+    with resp:
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) != expected.size:
+            raise DataError(f"download failed: {url}: server announces {int(length)} bytes, expected {expected.size}")
+        try:
+            while block := resp.read(CHUNK_BYTES):
+                n += len(block)
+                if n > expected.size:  # never stream more than the published size into the cache
+                    raise DataError(f"download failed: {url}: more than the expected {expected.size} bytes")
+                h.update(block)
+                tmp.write(block)
+                if n / expected.size >= next_log:
+                    log.info("%s: %d / %d bytes (%.0f%%)", url, n, expected.size, 100.0 * n / expected.size)
+                    next_log += 0.1
+        except (http.client.IncompleteRead, socket.timeout, ConnectionError, urllib.error.URLError) as e:
+            raise _Transient(f"{type(e).__name__} after {n} bytes") from None
+    return n, h.hexdigest()
+
+
+def fetch(
+    url: str,
+    dest: Path,
+    expected: Expected,
+    *,
+    retries: int = RETRIES,
+    backoff_sec: float = BACKOFF_SEC,
+    timeout: float = TIMEOUT_SEC,
+) -> Path:
+    """Download `url` to `dest`, verified against `expected` (size, sha256), atomically.
+
+    The bytes go to a temporary file next to `dest`; only a file whose size and sha256 match
+    is renamed to `dest`. Any failure removes the temporary file and raises DataError.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = backoff_sec * 2 ** (attempt - 1)
+            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, delay)
+            time.sleep(delay)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        tmp_path = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                n, sha = _stream_to(url, tmp, expected, timeout)
+            if n != expected.size:
+                raise DataError(f"download failed: {url}: got {n} bytes, expected {expected.size}")
+            if sha != expected.sha256.lower():
+                raise DataError(
+                    f"checksum mismatch for {url}: expected sha256 {expected.sha256.lower()}, got {sha} "
+                    "(file discarded; a stale mirror or a tampered file)"
+                )
+            os.replace(tmp_path, dest)
+            log.info("%s: verified sha256 %s, saved to %s", url, sha, dest)
+            return dest
+        except _Transient as e:
+            last = str(e)
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    raise DataError(f"download failed: {url}: {last} (gave up after {retries + 1} attempts)")
+
+
+# ---- data.source / cache / download ----------------------------------------------------
+
+
+def _read_source(source: str, name: str) -> bytes:
+    uri = join(source, name)
+    try:
+        fs, path = filesystem(uri)
+        if fs.get_file_info(path).type != pafs.FileType.File:
+            raise DataError(f"data.source: {uri} not found (the folder must hold the official file {name!r})")
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except DataError:
+        raise
+    except (OSError, ValueError) as e:  # pyarrow: bucket missing, no credentials, endpoint down
+        raise DataError(f"data.source: cannot read {uri}: {e}") from None
+
+
+def download(
+    dataset: str,
+    name: str,
+    cfg: DataConfig,
+    checksums: Mapping[str, Mapping[str, Expected]] | None = None,
+    **fetch_kw,
+) -> Path:
+    """Download `name` of `dataset` into the cache from the first mirror that has it."""
+    expected = expected_for(dataset, name, checksums)
+    dest = cache_root(cfg.cache_dir) / dataset / name
+    tried = []
+    for base in base_urls(dataset, cfg.mirror):
+        url = base + name
+        log.info("downloading %s (%d bytes) into %s", url, expected.size, dest.parent)
+        try:
+            return fetch(url, dest, expected, **fetch_kw)
+        except DataError as e:
+            if "checksum mismatch" in str(e):
+                raise  # wrong bytes are not a reason to try another server: someone must look
+            tried.append(str(e))
+    raise DataError(f"{dataset}: could not download {name}:\n  " + "\n  ".join(tried))
+
+
+def cached_file(
+    dataset: str,
+    name: str,
+    cfg: DataConfig,
+    checksums: Mapping[str, Mapping[str, Expected]] | None = None,
+    **fetch_kw,
+) -> Path:
+    """The verified local copy of `name`: from the cache, downloaded if missing (and allowed)."""
+    expected = expected_for(dataset, name, checksums)
+    path = cache_root(cfg.cache_dir) / dataset / name
+    if path.is_file():
+        if path.stat().st_size == expected.size:  # the sha256 was checked when it was written
+            return path
+        log.warning("%s: %d bytes, expected %d; downloading again", path, path.stat().st_size, expected.size)
+    if not cfg.download:
+        raise DataError(
+            f"{dataset}: {name} not in the cache {path.parent} and data.download is false; "
+            "set data.source to a folder or bucket prefix holding the official files, or allow the download"
+        )
+    return download(dataset, name, cfg, checksums, **fetch_kw)
+
+
+def read_file(
+    dataset: str,
+    name: str,
+    cfg: DataConfig,
+    checksums: Mapping[str, Mapping[str, Expected]] | None = None,
+) -> bytes:
+    """The bytes of the official file `name`: from data.source, else the cache/a download."""
+    if cfg.source:
+        return _read_source(cfg.source, name)
+    return cached_file(dataset, name, cfg, checksums).read_bytes()

@@ -1,0 +1,70 @@
+"""In-process training without Ray: `ganray train --local CONFIG`.
+
+Writes what a Ray run writes, in the same layout (DESIGN.md):
+<storage>/<experiment>/config.yaml, trials/<trial>/{metrics.jsonl, checkpoints/step_*.pt,
+samples/, fixed_z.gif, verdict.json}, tensorboard/<trial>/. Re-running the same experiment
+resumes from the newest checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+from ganray import checkpoint, storage
+from ganray.artifacts import TrialArtifacts
+from ganray.config import Config
+from ganray.loop import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+_STEP = re.compile(r"step_(\d+)\.pt$")
+
+
+def experiment_uri(cfg: Config) -> str:
+    return storage.join(cfg.storage.uri, cfg.experiment.name)
+
+
+def trial_uris(cfg: Config, trial: str) -> tuple[str, str]:
+    exp = experiment_uri(cfg)
+    return storage.join(exp, "trials", trial), storage.join(exp, "tensorboard", trial)
+
+
+def latest_checkpoint(trial_uri: str) -> str | None:
+    """URI of the newest checkpoints/step_*.pt of a trial, or None."""
+    ckpt_dir = storage.join(trial_uri, "checkpoints")
+    if not storage.exists(ckpt_dir):
+        return None
+    found = [(int(m.group(1)), f) for f in storage.list_files(ckpt_dir) if (m := _STEP.search(f))]
+    return max(found)[1] if found else None
+
+
+def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> TrainResult:
+    trial_uri, tb_uri = trial_uris(cfg, trial)
+    storage.put_bytes(storage.join(experiment_uri(cfg), "config.yaml"), cfg.to_yaml().encode())
+    resume = None
+    last = latest_checkpoint(trial_uri)
+    if last is not None:
+        resume = checkpoint.load(last)
+        checkpoint.check_compatible(resume, cfg, f"existing checkpoint {last}")
+        log.info("resuming %s from %s (step %d)", trial, last, resume["step"])
+    art = TrialArtifacts(trial_uri, tb_uri)
+    art.write_text("config.yaml", cfg.to_yaml())
+
+    def report(step, metrics, *, samples=None, verdict=None):
+        art.scalars(step, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
+        if samples is not None:
+            art.samples(step, samples)
+        if verdict is not None:
+            art.verdict(verdict)
+
+    def save_checkpoint(step, state, metrics):
+        # The artifacts go first, so a resume never finds a checkpoint newer than its metrics.
+        art.flush()
+        checkpoint.save(state, storage.join(trial_uri, "checkpoints", f"step_{step:06d}.pt"))
+
+    try:
+        result = train(cfg, report=report, save_checkpoint=save_checkpoint,
+                       should_stop=lambda step, metrics: False, resume_from=resume, progress=progress)
+    finally:
+        art.close()
+    return result

@@ -1,0 +1,108 @@
+"""Generators and discriminators, built from `ModelConfig` and the shape of one example.
+
+    build_generator(model_cfg, shape)              G: z [N, z_dim] -> [N, *shape]
+    build_discriminator(model_cfg, shape, family)  gan, wgan-gp: [N, *shape] -> [N]
+                                                   began: autoencoder [N, *shape] -> [N, *shape]
+                                                   vae: encoder [N, *shape] -> (mu, logvar) [N, z_dim] each
+
+`shape` is (C, H, W) for images (28x28x1 MNIST, 28x28x3 stacked MNIST, 32x32x3 CIFAR-10) or
+(2,) for the 2D mixtures. `model_cfg.arch = "auto"` picks dcgan for images and mlp for 2D.
+
+Weights are initialised as Keras does by default (Glorot-uniform kernels, zero biases,
+BatchNorm gamma 1 / beta 0), because the reference architecture is the Keras MNIST DCGAN.
+Initialisation draws from torch's global RNG: seed it before building for reproducible runs.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ganray.config import ConfigError, ModelConfig
+
+IMAGE_ARCHS = ("dcgan",)
+POINT_ARCHS = ("mlp",)
+
+
+def scale_channels(c: int, width: float) -> int:
+    """Channel count of a layer with `c` channels at width multiplier `width`: max(1, round(c * width))."""
+    return max(1, round(c * width))
+
+
+def keras_init_(module: nn.Module) -> nn.Module:
+    """Keras default initialisation in place: Glorot-uniform weights and zero biases for Linear/Conv."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+def is_image_shape(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3
+
+
+def check_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(C, H, W) with H and W divisible by 4 (the generators upsample twice by 2), else ConfigError."""
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise ConfigError(f"model: expected an image shape (C, H, W), got {tuple(shape)}")
+    c, h, w = shape
+    if h % 4 or w % 4:
+        raise ConfigError(f"model: image height and width must be divisible by 4 (got {h}x{w})")
+    return c, h, w
+
+
+def resolve_arch(model_cfg: ModelConfig, shape: tuple[int, ...]) -> str:
+    """The architecture for `shape`: "auto" resolves to dcgan for images and mlp for 2D points."""
+    image = is_image_shape(shape)
+    if model_cfg.arch == "auto":
+        return "dcgan" if image else "mlp"
+    if image and model_cfg.arch not in IMAGE_ARCHS:
+        raise ConfigError(f"model.arch: {model_cfg.arch!r} is for 2D data; the data has image shape {tuple(shape)} "
+                          f"(use {' or '.join(IMAGE_ARCHS)} or auto)")
+    if not image and model_cfg.arch not in POINT_ARCHS:
+        raise ConfigError(f"model.arch: {model_cfg.arch!r} needs image data; the data has shape {tuple(shape)} "
+                          f"(use {' or '.join(POINT_ARCHS)} or auto)")
+    return model_cfg.arch
+
+
+def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
+    """G: z [N, z_dim] -> [N, *shape]; images in [-1, 1] (tanh), 2D points unbounded."""
+    from ganray.models import dcgan, mlp  # noqa: PLC0415 (submodules import helpers from here)
+
+    shape = tuple(shape)
+    arch = resolve_arch(model_cfg, shape)
+    if arch == "dcgan":
+        G: nn.Module = dcgan.DCGANGenerator(model_cfg.z_dim, check_image_shape(shape), model_cfg.width)
+    else:
+        G = mlp.MLPGenerator(model_cfg.z_dim, shape[0])
+    return keras_init_(G)
+
+
+def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str) -> nn.Module:
+    """The second network of `family`: critic/discriminator, BEGAN autoencoder, or VAE encoder."""
+    from ganray.models import autoencoder, dcgan, mlp, vae  # noqa: PLC0415
+
+    shape = tuple(shape)
+    arch = resolve_arch(model_cfg, shape)
+    if family in ("gan", "wgan-gp"):
+        if arch == "dcgan":
+            D: nn.Module = dcgan.DCGANDiscriminator(check_image_shape(shape), model_cfg.width)
+        else:
+            D = mlp.MLPDiscriminator(shape[0])
+    elif family in ("began", "vae"):
+        if arch != "dcgan":
+            raise ConfigError(f"train.family: {family} needs image data (the data has shape {shape})")
+        if family == "began":
+            D = autoencoder.BEGANAutoencoder(check_image_shape(shape), model_cfg.width)
+        else:
+            D = vae.VAEEncoder(check_image_shape(shape), model_cfg.z_dim, model_cfg.width)
+    else:
+        raise ConfigError(f"train.family: unknown family {family!r}; allowed: gan, wgan-gp, began, vae")
+    return keras_init_(D)
+
+
+def count_params(module: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
