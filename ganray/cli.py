@@ -54,9 +54,10 @@ SMOKE = {
 }
 
 
-def config_from_args(args: argparse.Namespace):
-    """Config from --config, --storage, --smoke and --set (in that order of precedence, last wins)."""
-    overrides: dict = {}
+def config_from_args(args: argparse.Namespace, defaults: dict | None = None):
+    """Config from --config (or the embedded defaults plus a job's `defaults` when there is
+    none), then --smoke, --storage and --set; later ones win."""
+    overrides: dict = dict(defaults or {}) if getattr(args, "config", None) is None else {}
     if getattr(args, "smoke", False):
         overrides.update(SMOKE)
     if getattr(args, "storage", None):

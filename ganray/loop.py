@@ -72,11 +72,19 @@ class Sampler:
 
     def next_real(self) -> torch.Tensor:
         idx = torch.randint(0, self.x.shape[0], (self.batch_size,), generator=self.g_data)
+        self.last_idx = idx
         return self.x[idx.to(self.x.device)]
 
     def sample_z(self, n: int) -> torch.Tensor:
         # z ~ N(0, I)  [n, z_dim]
-        return torch.randn(n, self.z_dim, generator=self.g_z).to(self.device, non_blocking=True)
+        z = torch.randn(n, self.z_dim, generator=self.g_z)
+        self.last_z = z
+        return z.to(self.device, non_blocking=True)
+
+    def fingerprint(self) -> dict[str, float]:
+        """Sums of the last real batch and the last z: they differ between ranks."""
+        real = self.x[self.last_idx.to(self.x.device)].double().sum()
+        return {"ddp_data_fingerprint": float(real), "ddp_z_fingerprint": float(self.last_z.double().sum())}
 
     def state(self) -> dict:
         return {"data": self.g_data.get_state(), "z": self.g_z.get_state()}
@@ -233,6 +241,8 @@ def train(
         metrics = {k: v.item() / n_acc for k, v in acc.items()} if acc else {}
         acc = {}
         metrics.update(step=step, seed=seed, elapsed_sec=time.time() - t0)
+        if world_size > 1:  # DDP consistency: parameters must agree across ranks, data and z must not
+            metrics.update(sampler.fingerprint(), ddp_param_checksum=_param_checksum(m))
         if "k_t" in state:
             metrics["k_t"] = float(state["k_t"])
         if not _finite({k: v for k, v in metrics.items() if isinstance(v, float)}) or not _params_finite(m):
@@ -294,6 +304,11 @@ def _gather_rng(rank: int, world_size: int, sampler: Sampler) -> list[dict]:
     out: list[Any] = [None] * world_size
     torch.distributed.all_gather_object(out, mine)
     return out
+
+
+def _param_checksum(m: Models) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().abs().sum() for mod in (m.G_module, m.D_module) for p in mod.parameters()))
 
 
 def _params_finite(m: Models) -> bool:

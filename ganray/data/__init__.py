@@ -80,7 +80,10 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
         raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; allowed: {', '.join(_LOADERS)}")
     ds = _LOADERS[cfg.dataset](cfg, split).subset(cfg.classes)
     if cfg.n_train and len(ds) > cfg.n_train and ds.is_image:
-        ds = replace(ds, x=ds.x[: cfg.n_train], y=ds.y[: cfg.n_train])
+        # A seeded random subset, kept in file order: the first n of a class-sorted file
+        # (mnist5k is sorted by digit) would hold only a few classes.
+        keep = torch.randperm(len(ds), generator=split_generator(cfg.seed, split))[: cfg.n_train].sort().values
+        ds = replace(ds, x=ds.x[keep], y=ds.y[keep])
     return ds
 
 

@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import BinaryIO, Mapping, NamedTuple
 
 import pyarrow.fs as pafs
 
@@ -85,6 +85,10 @@ CHUNK_BYTES = 1 << 20
 USER_AGENT = "ganray-data/0.1 (python-urllib)"
 
 
+class ChecksumError(DataError):
+    """Downloaded bytes whose sha256 (or size) is not the published one."""
+
+
 class _Transient(Exception):
     """A network error worth retrying (connection reset, timeout, HTTP 5xx/429)."""
 
@@ -119,14 +123,6 @@ def expected_for(dataset: str, name: str, checksums: Mapping[str, Mapping[str, E
         return table[dataset][name]
     except KeyError:
         raise DataError(f"no published sha256 for {dataset}/{name}; refusing to download an unchecked file") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- one URL -> one verified file ------------------------------------------------------
@@ -179,7 +175,10 @@ def fetch(
     The bytes go to a temporary file next to `dest`; only a file whose size and sha256 match
     is renamed to `dest`. Any failure removes the temporary file and raises DataError.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the cache folder {dest.parent} (data.cache_dir / $GANRAY_CACHE): {e}") from None
     last = ""
     for attempt in range(retries + 1):
         if attempt:
@@ -194,7 +193,7 @@ def fetch(
             if n != expected.size:
                 raise DataError(f"download failed: {url}: got {n} bytes, expected {expected.size}")
             if sha != expected.sha256.lower():
-                raise DataError(
+                raise ChecksumError(
                     f"checksum mismatch for {url}: expected sha256 {expected.sha256.lower()}, got {sha} "
                     "(file discarded; a stale mirror or a tampered file)"
                 )
@@ -211,14 +210,13 @@ def fetch(
 # ---- data.source / cache / download ----------------------------------------------------
 
 
-def _read_source(source: str, name: str) -> bytes:
+def _open_source(source: str, name: str) -> BinaryIO:
     uri = join(source, name)
     try:
         fs, path = filesystem(uri)
         if fs.get_file_info(path).type != pafs.FileType.File:
             raise DataError(f"data.source: {uri} not found (the folder must hold the official file {name!r})")
-        with fs.open_input_stream(path) as f:
-            return f.read()
+        return fs.open_input_stream(path, compression=None)  # the raw bytes: no guessing from '.gz'
     except DataError:
         raise
     except (OSError, ValueError) as e:  # pyarrow: bucket missing, no credentials, endpoint down
@@ -241,9 +239,9 @@ def download(
         log.info("downloading %s (%d bytes) into %s", url, expected.size, dest.parent)
         try:
             return fetch(url, dest, expected, **fetch_kw)
+        except ChecksumError:
+            raise  # wrong bytes are not a reason to try another server: someone must look
         except DataError as e:
-            if "checksum mismatch" in str(e):
-                raise  # wrong bytes are not a reason to try another server: someone must look
             tried.append(str(e))
     raise DataError(f"{dataset}: could not download {name}:\n  " + "\n  ".join(tried))
 
@@ -270,13 +268,14 @@ def cached_file(
     return download(dataset, name, cfg, checksums, **fetch_kw)
 
 
-def read_file(
+def open_file(
     dataset: str,
     name: str,
     cfg: DataConfig,
     checksums: Mapping[str, Mapping[str, Expected]] | None = None,
-) -> bytes:
-    """The bytes of the official file `name`: from data.source, else the cache/a download."""
+) -> BinaryIO:
+    """The official file `name`, opened for sequential reading (use `with`): from
+    data.source, else from the cache (downloaded first if missing and allowed)."""
     if cfg.source:
-        return _read_source(cfg.source, name)
-    return cached_file(dataset, name, cfg, checksums).read_bytes()
+        return _open_source(cfg.source, name)
+    return open(cached_file(dataset, name, cfg, checksums), "rb")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ganray.config import ConfigError, ModelConfig
+from ganray.config import FAMILIES, ConfigError, ModelConfig
 
 IMAGE_ARCHS = ("dcgan",)
 POINT_ARCHS = ("mlp",)
@@ -100,7 +100,7 @@ def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: 
         else:
             D = vae.VAEEncoder(check_image_shape(shape), model_cfg.z_dim, model_cfg.width)
     else:
-        raise ConfigError(f"train.family: unknown family {family!r}; allowed: gan, wgan-gp, began, vae")
+        raise ConfigError(f"train.family: unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
     return keras_init_(D)
 
 

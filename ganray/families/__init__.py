@@ -1,0 +1,167 @@
+"""GAN families: pure step functions over (G, D, optimizers). No Ray, no I/O.
+
+A `Family` bundles what the training loop needs:
+
+    fam = get_family(cfg.train.family)
+    m = fam.build(cfg, dataset.shape, wrap=ddp_wrap, device=device)   # G, D, opt_G, opt_D
+    state = fam.init_state()                                            # saved in checkpoints
+    stats = fam.step(m, next_real, sample_z, state, cfg.train)          # one generator iteration
+
+`step` runs tc.n_critic D steps (each on a fresh `next_real()` batch) and then one G step, and
+returns detached 0-dim tensors (no `.item()`, so a GPU is not synchronised every step). The
+stats of the D step are those of the last of the n_critic D steps.
+
+Each GAN family module also exposes `d_step(G, D, opt_D, real, z, state, tc)` and
+`g_step(G, D, opt_G, z, state, tc)`, with the objective written above each.
+
+DDP: the Ray layer passes `wrap` (a DistributedDataParallel wrapper, broadcast_buffers=False).
+Optimizers are built over the unwrapped parameters. D steps generate fakes under no_grad and run
+ONE forward of D over [real, fake] and one backward. G steps get the unwrapped D with its
+parameters frozen (`frozen(D)`), so D's gradients are neither computed nor all-reduced.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ganray.config import FAMILIES, Config, ConfigError, TrainConfig
+
+NextReal = Callable[[], Tensor]  # () -> a batch of real examples [N, *shape] on the device
+SampleZ = Callable[[int], Tensor]  # n -> z [n, z_dim] on the device
+Wrap = Callable[[nn.Module], nn.Module]
+Stats = dict[str, Tensor]
+DStep = Callable[[nn.Module, nn.Module, torch.optim.Optimizer, Tensor, Tensor, dict, TrainConfig], Stats]
+GStep = Callable[[nn.Module, nn.Module, torch.optim.Optimizer, Tensor, dict, TrainConfig], Stats]
+
+
+def identity(module: nn.Module) -> nn.Module:
+    return module
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel / DataParallel / torch.compile wrapper."""
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):  # torch.compile's OptimizedModule
+            module = module._orig_mod
+        else:
+            return module
+
+
+@dataclass
+class Models:
+    G: nn.Module  # possibly DDP-wrapped by the caller; VAE: the decoder
+    D: nn.Module  # possibly DDP-wrapped; BEGAN: the autoencoder; VAE: the encoder
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer | None  # VAE: None (one optimizer over encoder + decoder, in opt_G)
+    G_ema: nn.Module | None = None  # kept by the loop, not by families
+
+    @property
+    def G_module(self) -> nn.Module:
+        return unwrap(self.G)
+
+    @property
+    def D_module(self) -> nn.Module:
+        return unwrap(self.D)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """requires_grad_(False) on every parameter of `module` for the block; previous flags restored."""
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def adam(params, lr: float, tc: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2))
+
+
+def build_adversarial(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity,
+                      device: torch.device | str = "cpu", *, family: str) -> Models:
+    """G and D for `family` from cfg.model, moved to `device`, each passed through `wrap`;
+    Adam(lr_g) over G's and Adam(lr_d) over D's unwrapped parameters, betas (beta1, beta2)."""
+    from ganray.models import build_discriminator, build_generator  # noqa: PLC0415
+
+    G = build_generator(cfg.model, shape).to(device)
+    D = build_discriminator(cfg.model, shape, family).to(device)
+    opt_G = adam(G.parameters(), cfg.train.lr_g, cfg.train)
+    opt_D = adam(D.parameters(), cfg.train.lr_d, cfg.train)
+    return Models(G=wrap(G), D=wrap(D), opt_G=opt_G, opt_D=opt_D)
+
+
+def adversarial_builder(family: str) -> Callable[..., Models]:
+    """build(cfg, shape, wrap=identity, device="cpu") for a GAN family."""
+    return functools.partial(build_adversarial, family=family)
+
+
+def adversarial_step(d_step: DStep, g_step: GStep) -> Callable[..., Stats]:
+    """step(m, next_real, sample_z, state, tc): tc.n_critic D steps, then one G step."""
+
+    def step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:
+        if m.opt_D is None:
+            raise ValueError("adversarial step: Models.opt_D is None; build the models with the family's build()")
+        stats: Stats = {}
+        n = 0
+        for _ in range(tc.n_critic):
+            real = next_real()
+            n = real.shape[0]
+            # G's forward runs under no_grad inside d_step, so the unwrapped G is enough (no DDP hooks).
+            stats = d_step(m.G_module, m.D, m.opt_D, real, sample_z(n), state, tc)
+        # D unwrapped (its gradients must not be all-reduced); g_step freezes its parameters.
+        stats.update(g_step(m.G, m.D_module, m.opt_G, sample_z(n), state, tc))
+        return stats
+
+    return step
+
+
+def no_state() -> dict:
+    return {}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    default_n_critic: int
+    build: Callable[..., Models]  # (cfg, shape, wrap=identity, device="cpu") -> Models
+    init_state: Callable[[], dict]  # family state saved in checkpoints (BEGAN: {"k_t": 0.0})
+    step: Callable[..., Stats]  # (m, next_real, sample_z, state, tc) -> {name: 0-dim tensor}
+    d_step: DStep | None = None  # None for the VAE (one optimizer, no adversary)
+    g_step: GStep | None = None
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: Family) -> Family:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def _import_all() -> None:
+    from ganray.families import began, gan, vae, wgan_gp  # noqa: F401, PLC0415 (register families)
+
+
+def family_names() -> tuple[str, ...]:
+    """Registered family names, in the order of ganray.config.FAMILIES."""
+    _import_all()
+    return tuple(n for n in FAMILIES if n in _FAMILIES) + tuple(n for n in _FAMILIES if n not in FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    _import_all()
+    if name not in _FAMILIES:
+        raise ConfigError(f"train.family: unknown family {name!r}; allowed: {', '.join(family_names())}")
+    return _FAMILIES[name]

@@ -1,0 +1,79 @@
+"""`wgan-gp`: Wasserstein GAN with gradient penalty (Gulrajani et al., 2017).
+
+D is a critic (no sigmoid). The paper's settings, set by the wgan-gp preset: λ = 10
+(train.gp_lambda), n_critic = 5, Adam lr 1e-4, betas (0.5, 0.9).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ganray.config import TrainConfig
+from ganray.families import Family, Stats, adversarial_builder, adversarial_step, frozen, no_state, register_family
+
+
+def interpolate(real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
+    """x_hat = eps * x + (1 - eps) * G(z), eps ~ U[0, 1] per example; returned with requires_grad."""
+    if eps is None:
+        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+    return (eps * real + (1 - eps) * fake).detach().requires_grad_(True)  # [N, *shape]
+
+
+def gradient_penalty(critic_hat: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """(gp, grad_norm) from critic values D(x_hat) [N] and the x_hat [N, *shape] they came from.
+
+    gp = E[(||∇_x D(x_hat)||_2 - 1)^2]; grad_norm = ||∇_x D(x_hat)||_2 per example [N].
+    create_graph=True keeps the graph so gp can be differentiated w.r.t. D's parameters.
+    """
+    # Each D(x_hat_i) depends only on x_hat_i, so the gradient of the sum gives every per-example gradient.
+    (grad,) = torch.autograd.grad(critic_hat.sum(), x_hat, create_graph=True)  # [N, *shape]
+    grad_norm = grad.flatten(1).norm(2, dim=1)  # [N]
+    gp = ((grad_norm - 1) ** 2).mean()
+    return gp, grad_norm
+
+
+def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
+           state: dict, tc: TrainConfig) -> Stats:
+    """One critic update on a batch of real examples and G(z)."""
+    opt_D.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        fake = G(z)  # [N, *shape]
+    x_hat = interpolate(real, fake)  # [N, *shape]
+    n = real.shape[0]
+    critic = D(torch.cat([real, fake, x_hat]))  # [3N]: one forward, one backward (one DDP all-reduce)
+    d_real, d_fake, d_hat = critic[:n], critic[n:2 * n], critic[2 * n:]
+    gp, grad_norm = gradient_penalty(d_hat, x_hat)
+    # Critic loss: E[D(G(z))] - E[D(x)] + λ E[(||∇D(x_hat)||_2 - 1)^2]
+    wasserstein = d_real.mean() - d_fake.mean()  # E[D(x)] - E[D(G(z))], the Wasserstein estimate
+    loss_D = -wasserstein + tc.gp_lambda * gp
+    loss_D.backward()
+    opt_D.step()
+    return {
+        "loss_D": loss_D.detach(),
+        "wasserstein": wasserstein.detach(),
+        "grad_norm": grad_norm.detach().mean(),
+        "gp": gp.detach(),
+    }
+
+
+def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
+           state: dict, tc: TrainConfig) -> Stats:
+    """One G update; D is used frozen (pass the unwrapped D under DDP)."""
+    opt_G.zero_grad(set_to_none=True)
+    with frozen(D):
+        # G loss: -E[D(G(z))]
+        loss_G = -D(G(z)).mean()
+        loss_G.backward()
+    opt_G.step()
+    return {"loss_G": loss_G.detach()}
+
+
+FAMILY = register_family(Family(
+    name="wgan-gp",
+    default_n_critic=5,
+    build=adversarial_builder("wgan-gp"),
+    init_state=no_state,
+    step=adversarial_step(d_step, g_step),
+    d_step=d_step,
+    g_step=g_step,
+))

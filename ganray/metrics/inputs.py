@@ -1,0 +1,191 @@
+"""What a metric sees: the generated samples, the cached reference statistics of the real data,
+and the state kept between evaluations.
+
+`Reference.build` runs once per run (the `Evaluator` caches it): real features, their mean and
+covariance (FCD) and k-NN radii (PRDC), a sample of real data, the mixture's means and σ.
+`MetricInputs` computes the classifier's features and labels of the generated samples once,
+on first use, and shares them between metrics.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ganray.metrics import IMAGE, POINTS, STACKED, data_kind
+from ganray.metrics.classifier import Classifier, embed
+
+log = logging.getLogger(__name__)
+
+STACKED_CHANNELS = 3  # stacked MNIST: one MNIST digit per channel, mode = 100·d0 + 10·d1 + d2
+
+
+@dataclass
+class Labelled:
+    """The classifier's view of a batch."""
+
+    features: Tensor  # [N, d] (stacked: the 3 channels' features side by side, [N, 3d])
+    labels: Tensor  # int64 [N]: class (stacked: mode 0..999)
+    confidence: Tensor  # [N]: max softmax probability (stacked: product over the 3 channels)
+
+
+def classify(model: Classifier, x: Tensor, kind: str) -> Labelled:
+    """Features, labels and confidence of images x [N, C, H, W] in [-1, 1]."""
+    if kind == STACKED:
+        n, c, h, w = x.shape
+        if c != STACKED_CHANNELS:
+            raise ValueError(f"stacked-mnist samples need {STACKED_CHANNELS} channels, got {c}")
+        # each channel is an MNIST digit: [N, 3, H, W] -> [3N, 1, H, W]
+        f, logits = embed(model, x.reshape(n * c, 1, h, w))
+        p = logits.softmax(1).reshape(n, c, -1)  # [N, 3, 10]
+        conf, digit = p.max(2)  # [N, 3] each
+        # mode = 100·d0 + 10·d1 + d2;  confidence = Π_c max_k p_c(k)
+        mode = (digit * torch.tensor([100, 10, 1])).sum(1)
+        return Labelled(f.reshape(n, -1), mode, conf.prod(1))
+    f, logits = embed(model, x)
+    conf, label = logits.softmax(1).max(1)
+    return Labelled(f, label, conf)
+
+
+def nearest_mode(points: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
+    """(index of the nearest mean [N], distance to it [N]) for 2D points [N, 2], means [K, 2]."""
+    d = torch.cdist(points.double(), means.double())  # [N, K]
+    dist, idx = d.min(1)
+    return idx, dist.float()
+
+
+def knn_radii(features: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """NND_k: distance of each row to its k-th nearest other row [N] (the row itself excluded)."""
+    n = features.shape[0]
+    if n <= k:
+        raise ValueError(f"k-NN radii need more than k={k} points, got {n}")
+    out = torch.empty(n, device=features.device)
+    for i in range(0, n, chunk):
+        d = torch.cdist(features[i : i + chunk], features)  # [chunk, N]
+        # the k+1 smallest include the point itself at distance 0
+        out[i : i + chunk] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+    return out
+
+
+@dataclass
+class Reference:
+    """Statistics of the real data, computed once per run."""
+
+    dataset: str
+    kind: str  # image | stacked | 2d
+    num_modes: int  # K: classes (stacked: 1000, 2d: mixture modes)
+    real_sample: Tensor | None = None  # up to `diversity_n` real samples (data space, CPU)
+    classifier: Classifier | None = None
+    classifier_info: dict[str, Any] = field(default_factory=dict)
+    real_features: Tensor | None = None  # [N_r, d] on `device`
+    mu_real: Tensor | None = None  # float64 [d]
+    sigma_real: Tensor | None = None  # float64 [d, d]
+    real_radii: Tensor | None = None  # [N_r]: NND_k of real features
+    prdc_k: int = 5
+    means: Tensor | None = None  # 2d: [K, 2]
+    sigma: float = 0.0  # 2d: σ of every mode
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cache: dict[str, Any] = field(default_factory=dict)  # derived statistics metrics keep (e.g. Σ_r^{1/2})
+
+    @classmethod
+    def build(
+        cls,
+        dataset: str,
+        real_x: Tensor,
+        *,
+        classifier: tuple[Classifier, dict[str, Any]] | None,
+        num_classes: int,
+        means: Tensor | None = None,
+        sigma: float = 0.0,
+        max_real: int = 10_000,
+        prdc_k: int = 5,
+        diversity_n: int = 1000,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> "Reference":
+        """Cache the statistics of real samples `real_x` ([N, C, H, W] in [-1, 1] or [N, 2])."""
+        device = torch.device(device)
+        kind = data_kind(dataset)
+        g = torch.Generator().manual_seed(seed)
+        # a fixed random order (and subset): the reference must not depend on the data's order
+        real_x = real_x[torch.randperm(real_x.shape[0], generator=g)[:max_real]]
+        ref = cls(dataset, kind, 0, real_x[:diversity_n].clone(), prdc_k=prdc_k, device=device)
+        if kind == POINTS:
+            if means is None:
+                raise ValueError(f"{dataset}: 2D reference needs the mixture means")
+            ref.num_modes, ref.means, ref.sigma = means.shape[0], means.float(), float(sigma)
+            return ref
+        ref.num_modes = num_classes ** STACKED_CHANNELS if kind == STACKED else num_classes
+        if classifier is not None:
+            model, info = classifier
+            ref.classifier, ref.classifier_info = model.to(device).eval(), info
+            feats = classify(ref.classifier, real_x, kind).features.double()  # [N_r, d]
+            # Gaussian fit of the real features: μ_r = mean, Σ_r = unbiased covariance
+            ref.mu_real = feats.mean(0)
+            ref.sigma_real = torch.cov(feats.T)
+            ref.real_features = feats.float().to(device)
+            ref.real_radii = knn_radii(ref.real_features, prdc_k)
+            log.info("reference %s: %d real samples, features d=%d", dataset, feats.shape[0], feats.shape[1])
+        return ref
+
+
+@dataclass
+class MetricInputs:
+    """Arguments of every metric function."""
+
+    samples: Tensor  # generated [N, C, H, W] in [-1, 1] or [N, 2], on CPU
+    ref: Reference
+    fixed_samples: Tensor | None = None  # G(fixed z), for the flip rate
+    history: list[dict[str, float]] = field(default_factory=list)  # the loop's logged stats
+    state: dict[str, Any] = field(default_factory=dict)  # kept by the Evaluator between evaluations
+    flat_window: int = 10  # training signals: the last this-many logged entries
+    seed: int = 0
+
+    @property
+    def n(self) -> int:
+        return int(self.samples.shape[0])
+
+    @cached_property
+    def labelled(self) -> Labelled:
+        if self.ref.classifier is None:
+            raise ValueError(f"{self.ref.dataset}: this metric needs the reference classifier")
+        return classify(self.ref.classifier, self.samples, self.ref.kind)
+
+    def mode_of(self, x: Tensor) -> Tensor:
+        """Class (image), mode 0..999 (stacked) or nearest mixture mode (2d) of each sample."""
+        if self.ref.kind == POINTS:
+            return nearest_mode(x, self.ref.means)[0]
+        return classify(self.ref.classifier, x, self.ref.kind).labels
+
+
+def kl_to_uniform(counts: Tensor) -> float:
+    """KL(p‖U_K) in nats = Σ_k p_k ln(K p_k), with 0 ln 0 = 0: 0 when uniform, ln K for one class."""
+    n, K = float(counts.sum()), counts.numel()
+    p = counts.double() / n
+    nz = p > 0
+    return float((p[nz] * torch.log(K * p[nz])).sum())
+
+
+def expected_modes_covered(n: int, K: int) -> float:
+    """E[#modes with ≥ 1 sample] for n uniform samples over K modes: K (1 − (1 − 1/K)^n)."""
+    return K * (1.0 - math.exp(n * math.log1p(-1.0 / K))) if K > 1 else 1.0
+
+
+__all__ = [
+    "IMAGE",
+    "STACKED",
+    "POINTS",
+    "Labelled",
+    "MetricInputs",
+    "Reference",
+    "classify",
+    "expected_modes_covered",
+    "kl_to_uniform",
+    "knn_radii",
+    "nearest_mode",
+]

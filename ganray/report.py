@@ -1,0 +1,985 @@
+"""The sweep report: one page that says, for every trial of an experiment, whether and when
+training collapsed, with the numbers and the pictures behind each verdict.
+
+    ganray report <storage>/<experiment> [--samples 2000]
+    write_report("s3://bucket/ganray/zdim-mnist")   # called by ganray/sweep.py when a sweep ends
+
+Reads what the training side wrote (DESIGN.md, "Experiment layout"):
+
+    <exp>/config.yaml                        the resolved sweep config
+    <exp>/trials/<trial>/config.yaml         the trial's resolved config
+    <exp>/trials/<trial>/metrics.jsonl       one JSON object per report (losses; metrics at eval steps)
+    <exp>/trials/<trial>/verdict.json        {"verdict", "step", "first_seen_step", "reasons", "stopped_early"?}
+    <exp>/trials/<trial>/samples/step_*.png, fixed_z.gif
+    <exp>/trials/<trial>/checkpoint_*/checkpoint.pt (Ray) or checkpoints/step_*.pt (ganray train --local)
+
+and writes next to the trials:
+
+    <exp>/report.md, report.html (self-contained: images as base64 data URIs), trials.csv,
+    figures/class_histograms.png, coverage_fcd.png, verdict_heatmap.png, loss_curves.png
+
+A trial with missing or unreadable files shows "no verdict (still running or failed)" and a
+note; it never stops the report. An experiment without trials is bad input (exit 2).
+docs/report.md explains how to read the report.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import io
+import json
+import logging
+import math
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow.fs as pafs
+import yaml
+
+from ganray import storage
+from ganray.config import Config, ConfigError, check_storage_uri, from_dict
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_N_SAMPLES = 2000  # generated samples per trial when the histogram is computed from a checkpoint
+
+NO_VERDICT = "no verdict"
+NO_VERDICT_TEXT = "no verdict (still running or failed)"
+# Worst first: the order of the summary, and which verdict colours a heatmap cell holding several trials.
+SEVERITY = ("diverged", "garbage", "collapsed", "partial_collapse", "healthy", NO_VERDICT)
+VERDICT_LABEL = {
+    "healthy": "healthy",
+    "partial_collapse": "partially collapsed",
+    "collapsed": "collapsed",
+    "garbage": "garbage",
+    "diverged": "diverged",
+    NO_VERDICT: NO_VERDICT,
+}
+# Categorical colours, colour-blind safe (Okabe-Ito), the same in every figure and in the HTML.
+VERDICT_COLOUR = {
+    "healthy": "#009E73",
+    "partial_collapse": "#E69F00",
+    "collapsed": "#D55E00",
+    "garbage": "#CC79A7",
+    "diverged": "#000000",
+    NO_VERDICT: "#BBBBBB",
+}
+
+# Final-value columns of the table and of trials.csv (names from ganray/metrics).
+TABLE_METRICS = ("classes_covered", "kl_uniform", "fcd", "precision", "recall")
+TABLE_METRICS_2D = ("modes_covered", "hq_share", "reverse_kl")
+CSV_METRICS = ("classes_covered", "kl_uniform", "fcd", "precision", "recall", "density", "coverage",
+               "fixed_z_flip_rate", "max_class_share", "mean_confidence", "modes_covered", "hq_share", "reverse_kl")
+COVERAGE_KEYS = ("classes_covered", "modes_covered")  # image datasets / 2D mixtures
+PARAM_AXES = (  # (param, config section, config key, label)
+    ("z_dim", "model", "z_dim", "z_dim"),
+    ("lr_g", "train", "lr_g", "lr_g"),
+    ("lr_d", "train", "lr_d", "lr_d"),
+    ("family", "train", "family", "family"),
+    ("seed", "experiment", "seed", "seed"),
+)
+# Trial names from ganray/sweep.py's trial_name: "z10-s0", "z10-lrg0.0002-lrd0.0002-s0", "z1-wgan-gp-s0".
+_NAME_PARTS = (("z_dim", re.compile(r"^z(\d+)$"), int), ("lr_g", re.compile(r"^lrg([0-9.eE+-]+)$"), float),
+               ("lr_d", re.compile(r"^lrd([0-9.eE+-]+)$"), float), ("seed", re.compile(r"^s(\d+)$"), int))
+_FAMILIES_IN_NAMES = ("wgan-gp", "began", "vae", "gan")
+_RAY_CKPT = re.compile(r"^checkpoint_(\d+)/checkpoint\.pt$")
+_LOCAL_CKPT = re.compile(r"^checkpoints/step_(\d+)\.pt$")
+_SAMPLE = re.compile(r"^samples/step_(\d+)\.png$")
+# Per-class shares in metrics.jsonl, as indexed scalars ("class_share_3") or one list ("class_histogram").
+_CLASS_KEY = re.compile(r"^(?:class|mode)_share_(\d+)$")
+_CLASS_LIST_KEYS = ("class_histogram", "mode_histogram")
+# Shape of one example, for rebuilding G from a checkpoint without loading the dataset.
+EXAMPLE_SHAPE = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                 "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32), "ring8": (2,), "grid25": (2,)}
+
+
+class ReportError(FileNotFoundError):
+    """The experiment cannot be reported: no such folder, or no trials in it. Exit code 2."""
+
+
+# ---- reading an experiment -----------------------------------------------------------------
+
+
+@dataclass
+class ClassHistogram:
+    """Shares of generated samples per class (or per mode), as labelled by the reference classifier."""
+
+    shares: list[float]  # p_k, sum 1 (the last entry is "off-mode" for 2D mixtures)
+    n: int | None  # samples behind it (None: unknown, read from metrics.jsonl)
+    source: str  # where it came from, for the caption
+    class_names: list[str]
+
+
+@dataclass
+class Trial:
+    name: str
+    uri: str
+    params: dict[str, Any] = field(default_factory=dict)  # z_dim, lr_g, lr_d, family, seed
+    total_steps: int | None = None  # cfg.train.steps
+    dataset: str | None = None
+    storage_uri: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl rows, by step
+    verdict: dict[str, Any] | None = None
+    samples: list[tuple[int, str]] = field(default_factory=list)  # (step, URI), by step
+    gif_uri: str | None = None
+    checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (step, URI), by step
+    histogram: ClassHistogram | None = None
+    notes: list[str] = field(default_factory=list)  # missing or unreadable files
+
+    @property
+    def verdict_name(self) -> str:
+        v = (self.verdict or {}).get("verdict")
+        return v if v in VERDICT_COLOUR and v != NO_VERDICT else NO_VERDICT
+
+    @property
+    def steps_run(self) -> int | None:
+        steps = [int(r["step"]) for r in self.history if isinstance(r.get("step"), (int, float))]
+        if self.verdict and isinstance(self.verdict.get("step"), int):
+            steps.append(self.verdict["step"])
+        steps += [s for s, _ in self.checkpoints]
+        return max(steps) if steps else None
+
+    @property
+    def stopped_early(self) -> bool:
+        return bool((self.verdict or {}).get("stopped_early"))
+
+    @property
+    def verdict_step(self) -> int | None:
+        """The step the current verdict was first seen (else the step it was given)."""
+        v = self.verdict or {}
+        step = v.get("first_seen_step")
+        return step if isinstance(step, int) else (v.get("step") if isinstance(v.get("step"), int) else None)
+
+    @property
+    def status(self) -> str:
+        """"healthy", "collapsed at step 200", ..., or "no verdict (still running or failed)"."""
+        v = self.verdict_name
+        if v == NO_VERDICT:
+            return NO_VERDICT_TEXT
+        if v == "healthy" or self.verdict_step is None:
+            return VERDICT_LABEL[v]
+        return f"{VERDICT_LABEL[v]} at step {self.verdict_step}"
+
+    @property
+    def reasons(self) -> list[str]:
+        r = (self.verdict or {}).get("reasons") or []
+        return [str(x) for x in r] if isinstance(r, list) else [str(r)]
+
+    def final(self, key: str) -> float | None:
+        """The last value of `key` in metrics.jsonl (eval metrics: the last evaluation)."""
+        for row in reversed(self.history):
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return float(v)
+        return None
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        pts = [(int(r["step"]), float(r[key])) for r in self.history
+               if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), (int, float))]
+        return [s for s, _ in pts], [v for _, v in pts]
+
+    @property
+    def coverage_key(self) -> str:
+        return next((k for k in COVERAGE_KEYS if self.final(k) is not None), "classes_covered")
+
+
+@dataclass
+class Experiment:
+    uri: str
+    config: Config | None
+    trials: list[Trial]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.experiment.name if self.config else self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _read_text(uri: str) -> str:
+    return storage.read_bytes(uri).decode("utf-8")
+
+
+def _list_tree(uri: str) -> list[pafs.FileInfo] | None:
+    """Every file under `uri` (one recursive listing: a single LIST walk on buckets), or None
+    when `uri` does not exist."""
+    fs, path = storage.filesystem(uri)
+    try:
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        return [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
+    except OSError as e:
+        raise storage.StorageError(f"{uri}: cannot list ({e})") from None
+
+
+def _trial_files(trials_uri: str) -> dict[str, dict[str, pafs.FileInfo]]:
+    """{trial: {path relative to the trial folder: file info}} for every trial folder."""
+    infos = _list_tree(trials_uri)
+    if infos is None:
+        return {}
+    _, base = storage.filesystem(trials_uri)
+    base = base.rstrip("/") + "/"
+    out: dict[str, dict[str, pafs.FileInfo]] = {}
+    for info in infos:
+        if not info.path.startswith(base):
+            continue
+        trial, _, rel = info.path[len(base):].partition("/")
+        if rel and not trial.startswith((".", "_")):  # skip Ray's hidden bookkeeping
+            out.setdefault(trial, {})[rel] = info
+    return out
+
+
+def params_from_name(name: str) -> dict[str, Any]:
+    """Sweep parameters from a trial name made by ganray.sweep.trial_name ("z10-lrg0.0002-s0")."""
+    out: dict[str, Any] = {}
+    rest = name
+    for fam in _FAMILIES_IN_NAMES:  # families may hold a dash ("wgan-gp"): take them out first
+        m = re.search(rf"(?:^|-)({re.escape(fam)})(?:-|$)", rest)
+        if m:
+            out["family"] = fam
+            rest = rest[: m.start(1)] + rest[m.end(1):]
+            break
+    for part in filter(None, rest.split("-")):
+        for key, rx, conv in _NAME_PARTS:
+            m = rx.match(part)
+            if m:
+                try:
+                    out[key] = conv(m.group(1))
+                except ValueError:
+                    pass
+                break
+    return out
+
+
+def _params_from_config(cfg: Config) -> dict[str, Any]:
+    return {p: getattr(getattr(cfg, sec), key) for p, sec, key, _ in PARAM_AXES}
+
+
+def _parse_jsonl(text: str, where: str, notes: list[str]) -> list[dict[str, Any]]:
+    rows, bad = [], 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1  # typically the last line of a file being written
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    if bad:
+        notes.append(f"{where}: {bad} unreadable line(s) skipped")
+    rows.sort(key=lambda r: r.get("step", 0) if isinstance(r.get("step"), (int, float)) else 0)
+    return rows
+
+
+def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_cfg: Config | None) -> Trial:
+    """Everything the report needs from one trial folder; problems become notes, never exceptions."""
+    uri = storage.join(exp_uri, "trials", name)
+    t = Trial(name=name, uri=uri)
+    t.params = params_from_name(name)
+    cfg = sweep_cfg
+    if "config.yaml" in files:
+        try:
+            cfg = from_dict(yaml.safe_load(_read_text(storage.join(uri, "config.yaml"))))
+            t.params = _params_from_config(cfg)
+        except (ConfigError, yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+            t.notes.append(f"config.yaml unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    else:
+        t.notes.append("config.yaml missing")
+    if sweep_cfg is not None:  # axes the name does not carry take the sweep's base values
+        for p, v in _params_from_config(sweep_cfg).items():
+            t.params.setdefault(p, v)
+    if cfg is not None:
+        t.total_steps, t.dataset, t.storage_uri = cfg.train.steps, cfg.data.dataset, cfg.storage.uri
+
+    if "metrics.jsonl" in files:
+        try:
+            t.history = _parse_jsonl(_read_text(storage.join(uri, "metrics.jsonl")), "metrics.jsonl", t.notes)
+        except (OSError, UnicodeDecodeError) as e:
+            t.notes.append(f"metrics.jsonl unreadable ({e})")
+    else:
+        t.notes.append("metrics.jsonl missing")
+    if "verdict.json" in files:
+        try:
+            v = json.loads(_read_text(storage.join(uri, "verdict.json")))
+            if isinstance(v, dict) and v.get("verdict") in VERDICT_COLOUR:
+                t.verdict = v
+            else:
+                t.notes.append(f"verdict.json holds no known verdict ({str(v)[:80]})")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            t.notes.append(f"verdict.json unreadable ({type(e).__name__})")
+
+    for rel in files:
+        if m := _SAMPLE.match(rel):
+            t.samples.append((int(m.group(1)), storage.join(uri, rel)))
+        elif m := (_RAY_CKPT.match(rel) or _LOCAL_CKPT.match(rel)):
+            t.checkpoints.append((int(m.group(1)), storage.join(uri, rel)))
+    t.samples.sort()
+    t.checkpoints.sort()
+    if "fixed_z.gif" in files:
+        t.gif_uri = storage.join(uri, "fixed_z.gif")
+    return t
+
+
+def load_experiment(exp_uri: str) -> Experiment:
+    """The experiment at `exp_uri` and all its trials; ReportError when there are none."""
+    notes: list[str] = []
+    cfg = None
+    cfg_uri = storage.join(exp_uri, "config.yaml")
+    try:
+        if storage.exists(cfg_uri):
+            cfg = from_dict(yaml.safe_load(_read_text(cfg_uri)))
+        else:
+            notes.append("config.yaml (the sweep config) missing")
+    except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as e:
+        notes.append(f"config.yaml (the sweep config) unreadable: {e}")
+    trials_uri = storage.join(exp_uri, "trials")
+    files = _trial_files(trials_uri)
+    if not files:
+        exists = _list_tree(exp_uri) is not None
+        what = "has no trials" if exists else "does not exist"
+        raise ReportError(f"{exp_uri}: experiment {what} (expected trial folders in {trials_uri}/<trial>/); "
+                          "pass <storage>/<experiment>, e.g. ./ganray_results/zdim-mnist-local")
+    trials = [load_trial(exp_uri, name, files[name], cfg) for name in sorted(files)]
+    trials.sort(key=_trial_order)
+    return Experiment(exp_uri, cfg, trials, notes)
+
+
+def _trial_order(t: Trial) -> tuple:
+    p = t.params
+    return (p.get("z_dim", math.inf), p.get("lr_g", 0.0), p.get("lr_d", 0.0), str(p.get("family", "")),
+            p.get("seed", 0), t.name)
+
+
+# ---- class histograms ----------------------------------------------------------------------
+
+
+def histogram_from_metrics(t: Trial) -> ClassHistogram | None:
+    """Per-class shares logged at the last evaluation, if the metrics wrote them."""
+    for row in reversed(t.history):
+        for key in _CLASS_LIST_KEYS:
+            v = row.get(key)
+            if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
+                return _normalised(v, f"metrics.jsonl, step {row.get('step')}", None)
+        indexed = {int(m.group(1)): float(v) for k, v in row.items()
+                   if (m := _CLASS_KEY.match(k)) and isinstance(v, (int, float))}
+        if indexed:
+            shares = [indexed.get(k, 0.0) for k in range(max(indexed) + 1)]
+            return _normalised(shares, f"metrics.jsonl, step {row.get('step')}", None)
+    return None
+
+
+def _normalised(values: list[float], source: str, n: int | None, names: list[str] | None = None) -> ClassHistogram:
+    # p_k = c_k / Σ_j c_j  (counts or shares alike)
+    total = float(sum(values))
+    shares = [float(v) / total if total > 0 else 0.0 for v in values]
+    return ClassHistogram(shares, n, source, names or [str(k) for k in range(len(values))])
+
+
+def histogram_from_checkpoint(t: Trial, n_samples: int) -> ClassHistogram:
+    """Generate `n_samples` with the trial's newest checkpoint (G_ema when present) and label
+    them with the reference classifier (images) or the nearest mixture mean (2D data)."""
+    import torch  # noqa: PLC0415 (the report imports torch only when it must generate)
+
+    from ganray import checkpoint  # noqa: PLC0415
+    from ganray.loop import generate  # noqa: PLC0415
+    from ganray.models import build_generator  # noqa: PLC0415
+
+    step, uri = t.checkpoints[-1]
+    state = checkpoint.load(uri)
+    cfg = checkpoint.config_of(state)
+    shape = EXAMPLE_SHAPE.get(cfg.data.dataset)
+    if shape is None:
+        raise ConfigError(f"data.dataset: no known example shape for {cfg.data.dataset!r}")
+    G = build_generator(cfg.model, shape)
+    G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
+    # x = G(z), z ~ N(0, I): [n, *shape], from a seed of its own so the report is reproducible
+    x = generate(G, n_samples, cfg.model.z_dim, torch.device("cpu"), seed=cfg.experiment.seed * 7919 + 1)
+    counts, names, what = _label_counts(x, cfg)
+    src = f"{n_samples:,} samples from step {state.get('step', step)} ({'G_ema' if state.get('G_ema') else 'G'}), {what}"
+    return _normalised(counts, src, n_samples, names)
+
+
+def _label_counts(x, cfg: Config) -> tuple[list[int], list[str], str]:
+    """(counts per class, class names, what labelled them), with the metrics' own labelling."""
+    import torch  # noqa: PLC0415
+
+    from ganray.metrics import POINTS, STACKED, data_kind  # noqa: PLC0415
+    from ganray.metrics.inputs import classify, nearest_mode  # noqa: PLC0415
+
+    kind = data_kind(cfg.data.dataset)
+    if kind == POINTS:
+        from ganray.data.mixtures import mixture_spec  # noqa: PLC0415
+        from ganray.metrics.mixture_coverage import HQ_SIGMAS  # noqa: PLC0415
+
+        means, sigma = mixture_spec(cfg.data.dataset)
+        K = means.shape[0]
+        # nearest mode k* = argmin_k ||x - μ_k||; "off" (index K) when ||x - μ_k*|| > 3σ (not high quality)
+        mode, dist = nearest_mode(x, means)
+        mode = torch.where(dist <= HQ_SIGMAS * sigma, mode, torch.full_like(mode, K))
+        counts = torch.bincount(mode, minlength=K + 1).tolist()
+        return counts, [str(i) for i in range(K)] + ["off"], f"nearest mode within {HQ_SIGMAS:g}σ"
+    from ganray.metrics.classifier import classifier_key, reference_classifier  # noqa: PLC0415
+
+    model, info = reference_classifier(cfg.data, cfg.storage.uri, train_if_missing=False)
+    acc = info.get("held_out_accuracy")
+    what = f"labelled by the {classifier_key(cfg.data.dataset)} classifier" + (
+        f" (held-out accuracy {acc:.1%})" if isinstance(acc, (int, float)) else "")
+    # label = argmax_k classifier logits (stacked MNIST: mode 100·d0 + 10·d1 + d2 over the 3 channels)
+    labels = classify(model, x, kind).labels
+    K = model.arch.num_classes ** 3 if kind == STACKED else model.arch.num_classes
+    names = [f"{m:03d}" for m in range(K)] if kind == STACKED else [str(k) for k in range(K)]
+    return torch.bincount(labels, minlength=K)[:K].tolist(), names, what
+
+
+def attach_histograms(exp: Experiment, n_samples: int) -> None:
+    for t in exp.trials:
+        try:
+            t.histogram = histogram_from_metrics(t)
+            if t.histogram is None and t.checkpoints:
+                t.histogram = histogram_from_checkpoint(t, n_samples)
+        except Exception as e:  # noqa: BLE001 — one bad checkpoint must not sink the report
+            log.warning("trial %s: no class histogram (%s: %s)", t.name, type(e).__name__, e)
+            t.notes.append(f"class histogram unavailable ({type(e).__name__}: {e})")
+
+
+# ---- describing trials ---------------------------------------------------------------------
+
+
+def varying_axes(trials: list[Trial]) -> list[str]:
+    """The sweep parameters that take more than one value among the trials."""
+    return [p for p, *_ in PARAM_AXES if len({repr(t.params.get(p)) for t in trials}) > 1]
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "" if v is None else str(v)
+
+
+def describe(t: Trial, axes: list[str]) -> str:
+    """"z_dim 1" when only z_dim varies, "z_dim 1, lr_g 0.0002" when lr_g varies too."""
+    parts = [f"{p} {_fmt_value(t.params[p])}" for p in axes if p in t.params]
+    return ", ".join(parts) or t.name
+
+
+def summary(exp: Experiment) -> str:
+    """One paragraph: "2 of 5 trials collapsed: z_dim 1 at step 200, z_dim 2 at step 300; ..."."""
+    trials, axes = exp.trials, varying_axes(exp.trials)
+    n = len(trials)
+    by: dict[str, list[Trial]] = {}
+    for t in trials:
+        by.setdefault(t.verdict_name, []).append(t)
+    sentences = []
+    for v in SEVERITY:
+        group = by.get(v, [])
+        if not group:
+            continue
+        if v in ("healthy", NO_VERDICT):
+            who = ", ".join(describe(t, axes) for t in group)
+        else:
+            who = ", ".join(describe(t, axes) + (f" at step {t.verdict_step}" if t.verdict_step is not None else "")
+                            for t in group)
+        label = "have no verdict yet (still running or failed)" if v == NO_VERDICT else VERDICT_LABEL[v]
+        head = f"{len(group)} of {n} trials" if not sentences else f"{len(group)}"
+        verb = "" if v == NO_VERDICT else ("was " if len(group) == 1 and sentences else "")
+        sentences.append(f"{head} {verb}{label}: {who}")
+    text = "; ".join(sentences) + "."
+    stopped = [t for t in trials if t.stopped_early]
+    if stopped:
+        text += (f" {len(stopped)} stopped early by the collapse stopper "
+                 f"({', '.join(f'{describe(t, axes)} at step {t.steps_run}' for t in stopped)}).")
+    return text
+
+
+def _fmt_metric(v: float | None) -> str:
+    if v is None:
+        return ""
+    if math.isnan(v) or math.isinf(v):
+        return str(v)
+    if float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
+
+
+def table_rows(exp: Experiment) -> list[dict[str, Any]]:
+    """One dict per trial: the columns of trials.csv (raw values) and of the report tables."""
+    rows = []
+    for t in exp.trials:
+        p = t.params
+        row: dict[str, Any] = {
+            "trial": t.name,
+            "z_dim": p.get("z_dim"), "lr_g": p.get("lr_g"), "lr_d": p.get("lr_d"),
+            "family": p.get("family"), "seed": p.get("seed"),
+            "steps": t.steps_run, "total_steps": t.total_steps,
+            "stopped_early": t.stopped_early,
+            "verdict": t.verdict_name, "status": t.status, "verdict_step": t.verdict_step,
+            "reasons": "; ".join(t.reasons),
+        }
+        for m in CSV_METRICS:
+            row[m] = t.final(m)
+        row["notes"] = "; ".join(t.notes)
+        rows.append(row)
+    return rows
+
+
+def trials_csv(exp: Experiment) -> str:
+    rows = table_rows(exp)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+
+def _figure(w_in: float, h_in: float):
+    # The object-oriented API with the Agg canvas: no pyplot global state, safe in any thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fig = Figure(figsize=(w_in, h_in), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    return buf.getvalue()
+
+
+def _short_label(t: Trial, axes: list[str]) -> str:
+    return describe(t, axes) if axes else t.name
+
+
+def _grid_positions(trials: list[Trial]) -> tuple[list[Any], list[tuple], dict[str, tuple[int, int]]]:
+    """Columns = z_dim values, rows = the other parameter combinations: {trial: (row, col)}."""
+    cols = sorted({t.params.get("z_dim") for t in trials}, key=lambda v: (v is None, v if v is not None else 0))
+    others = [p for p, *_ in PARAM_AXES if p != "z_dim"]
+
+    def rest(t: Trial) -> tuple:
+        return tuple(repr(t.params.get(p)) for p in others)
+
+    rows = sorted({rest(t) for t in trials})
+    pos = {t.name: (rows.index(rest(t)), cols.index(t.params.get("z_dim"))) for t in trials}
+    return cols, rows, pos
+
+
+def figure_class_histograms(exp: Experiment) -> bytes | None:
+    """Class histogram of generated samples, one panel per trial: z_dim across, other settings down."""
+    trials = [t for t in exp.trials if t.histogram is not None]
+    if not trials:
+        return None
+    axes_names = [a for a in varying_axes(exp.trials) if a != "z_dim"]
+    cols, rows, pos = _grid_positions(trials)
+    k_max = max(len(t.histogram.shares) for t in trials)
+    panel_w = 2.6 if k_max <= 12 else (3.4 if k_max <= 30 else 4.0)
+    fig = _figure(max(4.0, panel_w * len(cols)), 0.6 + 2.3 * len(rows))
+    grid = fig.subplots(len(rows), len(cols), squeeze=False, sharey=True)
+    for ax in grid.flat:
+        ax.set_visible(False)
+    y_top = max(max(t.histogram.shares) for t in trials)
+    for t in trials:
+        r, c = pos[t.name]
+        ax = grid[r][c]
+        ax.set_visible(True)
+        h = t.histogram
+        k = len(h.shares)
+        colour = VERDICT_COLOUR[t.verdict_name]
+        pct = [100 * s for s in h.shares]
+        if k <= 30:
+            ax.bar(range(k), pct, color=colour, edgecolor="black", linewidth=0.4)
+            ax.set_xticks(range(k), h.class_names, fontsize=7 if k > 12 else 8)
+        else:  # 1000 stacked-MNIST modes: shares sorted from the largest down
+            ax.plot(range(k), sorted(pct, reverse=True), color=colour)
+            ax.set_xlabel("modes, by share", fontsize=8)
+        # the share every class would hold if G covered them uniformly: 1/K
+        n_real = k - 1 if h.class_names[-1] == "off" else k
+        ax.axhline(100 / n_real, color="0.3", linestyle="--", linewidth=0.8)
+        covered = sum(1 for s in h.shares[:n_real] if s >= 0.1 / n_real)  # ≥ 10% of the uniform share
+        title = f"z_dim {_fmt_value(t.params.get('z_dim'))}"
+        if axes_names:
+            title += "\n" + describe(t, axes_names)
+        ax.set_title(title, fontsize=9)
+        ax.text(0.98, 0.97, f"{t.status}\n{covered}/{n_real} classes ≥10% of uniform",
+                transform=ax.transAxes, ha="right", va="top", fontsize=7, color=colour,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1.5))
+        ax.set_ylim(0, min(100, 1.25 * 100 * y_top + 2))
+        ax.tick_params(labelsize=7)
+    for row in grid:
+        row[0].set_ylabel("% of samples", fontsize=8)
+    sources = sorted({t.histogram.source for t in trials})
+    note = sources[0] if len(sources) == 1 else "see each trial's caption in the report"
+    fig.suptitle(f"Class histogram of generated samples (dashed: uniform share)\n{note}", fontsize=10)
+    return _png(fig)
+
+
+def _trial_colours(trials: list[Trial]) -> dict[str, Any]:
+    from matplotlib import colormaps  # noqa: PLC0415
+
+    cmap = colormaps["tab10" if len(trials) <= 10 else "tab20"]
+    return {t.name: cmap(i % cmap.N) for i, t in enumerate(trials)}
+
+
+def figure_coverage_fcd(exp: Experiment) -> bytes | None:
+    """Classes (or modes) covered and FCD over steps: one line per trial; a cross where a trial stopped early."""
+    axes_names = varying_axes(exp.trials)
+    trials = [t for t in exp.trials if any(t.series(k)[0] for k in (*COVERAGE_KEYS, "fcd"))]
+    if not trials:
+        return None
+    colours = _trial_colours(trials)
+    cov_key = Counter(t.coverage_key for t in trials).most_common(1)[0][0]
+    fig = _figure(11.0, 4.2)
+    ax_cov, ax_fcd = fig.subplots(1, 2)
+    any_fcd = False
+    for t in trials:
+        label = f"{_short_label(t, axes_names)} ({t.status})"
+        for ax, key in ((ax_cov, t.coverage_key), (ax_fcd, "fcd")):
+            steps, values = t.series(key)
+            if not steps:
+                continue
+            any_fcd |= key == "fcd"
+            ax.plot(steps, values, marker="o", markersize=3, color=colours[t.name],
+                    label=label if ax is ax_cov else None)
+            if t.stopped_early:
+                ax.plot(steps[-1], values[-1], marker="X", markersize=10, color=colours[t.name],
+                        markeredgecolor="black")
+    ax_cov.set_title(f"{cov_key.replace('_', ' ')} (X: stopped early)", fontsize=10)
+    ax_cov.set_xlabel("generator step")
+    ax_cov.set_ylabel(cov_key.replace("_", " "))
+    ax_cov.yaxis.get_major_locator().set_params(integer=True)
+    ax_fcd.set_title("Fréchet distance in classifier features (lower is better)", fontsize=10)
+    ax_fcd.set_xlabel("generator step")
+    ax_fcd.set_ylabel("FCD")
+    if any_fcd and all(v > 0 for t in trials for v in t.series("fcd")[1]):
+        ax_fcd.set_yscale("log")
+    for ax in (ax_cov, ax_fcd):
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center", fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def figure_loss_curves(exp: Experiment) -> bytes | None:
+    """loss_D and loss_G (and any other loss_*) over steps, one panel per trial."""
+    trials = [t for t in exp.trials if any(k.startswith("loss_") for r in t.history for k in r)]
+    if not trials:
+        return None
+    axes_names = varying_axes(exp.trials)
+    n_cols = min(len(trials), 5)
+    n_rows = math.ceil(len(trials) / n_cols)
+    fig = _figure(3.0 * n_cols + 0.6, 0.7 + 2.4 * n_rows)
+    grid = fig.subplots(n_rows, n_cols, squeeze=False)
+    for ax in grid.flat[len(trials):]:
+        ax.set_visible(False)
+    for ax, t in zip(grid.flat, trials):
+        keys = sorted({k for r in t.history for k in r if k.startswith("loss_")})
+        for key in keys:
+            steps, values = t.series(key)
+            ax.plot(steps, values, label=key, linewidth=1.2)
+        ax.set_title(f"{_short_label(t, axes_names)}\n{t.status}", fontsize=8, color=VERDICT_COLOUR[t.verdict_name])
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    for row in grid:
+        row[0].set_ylabel("loss", fontsize=8)
+    for ax in grid[-1]:
+        ax.set_xlabel("generator step", fontsize=8)
+    fig.suptitle("Training losses", fontsize=10)
+    return _png(fig)
+
+
+def _lr_key(t: Trial, lr_axes: list[str]) -> tuple:
+    return tuple(t.params.get(p) for p in lr_axes)
+
+
+def figure_verdict_heatmap(exp: Experiment) -> bytes:
+    """z_dim (rows) × learning rates (columns); a cell with several trials (seeds) takes the
+    colour of its worst verdict and lists the count of each."""
+    from matplotlib.colors import ListedColormap  # noqa: PLC0415
+    from matplotlib.patches import Patch  # noqa: PLC0415
+
+    trials = exp.trials
+    lr_axes = [p for p in ("lr_g", "lr_d", "family") if p in varying_axes(trials)] or ["lr_g", "lr_d"]
+    z_values = sorted({t.params.get("z_dim") for t in trials}, key=lambda v: (v is None, v or 0))
+    lr_values = sorted({_lr_key(t, lr_axes) for t in trials}, key=repr)
+    cells: dict[tuple[int, int], list[Trial]] = {}
+    for t in trials:
+        cells.setdefault((z_values.index(t.params.get("z_dim")), lr_values.index(_lr_key(t, lr_axes))), []).append(t)
+    codes = [[math.nan] * len(lr_values) for _ in z_values]
+    fig = _figure(max(5.5, 2.3 * len(lr_values) + 2.8), max(2.6, 0.75 * len(z_values) + 1.6))
+    ax = fig.subplots()
+    for (r, c), group in cells.items():
+        worst = min((t.verdict_name for t in group), key=SEVERITY.index)
+        codes[r][c] = SEVERITY.index(worst)
+        if len(group) == 1:
+            text = group[0].status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
+        else:
+            counts = Counter(t.verdict_name for t in group)
+            text = "\n".join(f"{counts[v]}/{len(group)} {VERDICT_LABEL[v]}" for v in SEVERITY if counts[v])
+        ax.text(c, r, text, ha="center", va="center", fontsize=8,
+                color="white" if worst in ("diverged", "collapsed") else "black")
+    cmap = ListedColormap([VERDICT_COLOUR[v] for v in SEVERITY])
+    cmap.set_bad("white")
+    ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(SEVERITY) - 0.5, aspect="auto")
+    ax.set_yticks(range(len(z_values)), [_fmt_value(z) for z in z_values])
+    ax.set_ylabel("z_dim")
+    ax.set_xticks(range(len(lr_values)),
+                  ["\n".join(f"{p} {_fmt_value(v)}" for p, v in zip(lr_axes, key)) for key in lr_values], fontsize=8)
+    ax.set_xticks([x - 0.5 for x in range(1, len(lr_values))], minor=True)
+    ax.set_yticks([y - 0.5 for y in range(1, len(z_values))], minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="minor", length=0)
+    present = [v for v in SEVERITY if any(t.verdict_name == v for t in trials)]
+    ax.legend(handles=[Patch(color=VERDICT_COLOUR[v], label=VERDICT_LABEL[v]) for v in present],
+              loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+              frameon=False)
+    ax.set_title("Verdict per z_dim and learning rates" + (" (worst of the seeds)" if
+                 any(len(g) > 1 for g in cells.values()) else ""), fontsize=10)
+    return _png(fig)
+
+
+FIGURES: tuple[tuple[str, str, Callable[[Experiment], bytes | None]], ...] = (
+    ("class_histograms.png", "Class histogram of generated samples per z_dim", figure_class_histograms),
+    ("verdict_heatmap.png", "Verdicts over z_dim × learning rates", figure_verdict_heatmap),
+    ("coverage_fcd.png", "Classes covered and FCD over training", figure_coverage_fcd),
+    ("loss_curves.png", "Loss curves", figure_loss_curves),
+)
+
+
+def make_figures(exp: Experiment) -> dict[str, tuple[str, bytes]]:
+    """{file name: (caption, PNG bytes)}; a figure that cannot be drawn is logged and left out."""
+    out = {}
+    for name, caption, fn in FIGURES:
+        try:
+            png = fn(exp)
+        except Exception as e:  # noqa: BLE001 — a figure's bug must not cost the whole report
+            log.exception("figure %s failed", name)
+            exp.notes.append(f"figure {name} could not be drawn ({type(e).__name__}: {e})")
+            continue
+        if png is not None:
+            out[name] = (caption, png)
+    return out
+
+
+# ---- report.md and report.html -------------------------------------------------------------
+
+_COLUMNS = (("trial", "trial"), ("z_dim", "z_dim"), ("lr_g", "lr_g"), ("lr_d", "lr_d"), ("family", "family"),
+            ("seed", "seed"), ("steps", "steps"), ("stopped_early", "stopped early"), ("status", "verdict"))
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    v = row[key]
+    if key == "steps":
+        return "" if v is None else (f"{v} / {row['total_steps']}" if row["total_steps"] else str(v))
+    if key == "stopped_early":
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return _fmt_metric(v) if key in CSV_METRICS else _fmt_value(v)
+    return "" if v is None else str(v)
+
+
+def _metric_columns(exp: Experiment) -> list[str]:
+    """The table's metric columns: the image ones, or the 2D-mixture ones when only those were logged."""
+    two_d = any(t.final("modes_covered") is not None for t in exp.trials) and not any(
+        t.final("classes_covered") is not None for t in exp.trials)
+    return list(TABLE_METRICS_2D if two_d else TABLE_METRICS)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
+    rows, metrics = table_rows(exp), _metric_columns(exp)
+    head = [label for _, label in _COLUMNS] + [m.replace("_", " ") for m in metrics] + ["reasons"]
+    lines = [f"# Sweep report: {exp.name}", "", f"Experiment: `{exp.uri}`", "", "## Summary", "", summary(exp), ""]
+    lines += ["## Trials", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_cell(r, k) for k, _ in _COLUMNS] + [_fmt_metric(r[m]) for m in metrics]
+        reasons = r["reasons"] + (f" (notes: {r['notes']})" if r["notes"] else "")
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells + [reasons]) + " |")
+    lines += ["", "All values per trial are in `trials.csv`. How to read this report: docs/report.md.", ""]
+    lines += ["## Figures", ""]
+    for name, (caption, _) in figures.items():
+        lines += [f"### {caption}", "", f"![{caption}](figures/{name})", ""]
+    lines += ["## Samples per trial", ""]
+    for t in exp.trials:
+        links = []
+        if t.samples:
+            links.append(f"[final sample grid, step {t.samples[-1][0]}](trials/{t.name}/samples/"
+                         f"step_{t.samples[-1][0]:06d}.png)")
+        if t.gif_uri:
+            links.append(f"[fixed-z GIF](trials/{t.name}/fixed_z.gif)")
+        if t.histogram is not None:
+            links.append(f"class histogram: {t.histogram.source}")
+        lines.append(f"- **{t.name}** ({t.status}): " + (", ".join(links) or "no samples yet"))
+    if exp.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in exp.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _fetch(uri: str | None, notes: list[str]) -> bytes | None:
+    if uri is None:
+        return None
+    try:
+        return storage.read_bytes(uri)
+    except (OSError, storage.StorageError) as e:
+        notes.append(f"{uri.rsplit('/', 1)[-1]} unreadable ({e})")
+        return None
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1300px;
+     padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} .uri{color:#666;font-family:monospace}
+.summary{font-size:1.1em;background:#f5f5f5;border-left:4px solid #444;padding:.8em 1em;margin:1em 0}
+table{border-collapse:collapse;font-size:.88em;width:100%} th,td{border:1px solid #ddd;padding:4px 6px;
+     vertical-align:top} th{background:#fafafa;position:sticky;top:0} td.num{text-align:right;
+     font-variant-numeric:tabular-nums}
+.pill{display:inline-block;border-radius:10px;padding:1px 8px;color:#fff;white-space:nowrap;font-weight:600}
+.pill.light{color:#222} ul.reasons{margin:0;padding-left:1.1em} .note{color:#999;font-size:.9em}
+figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee}
+.trials{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1em}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em} .card img{width:140px;image-rendering:pixelated;
+     margin-right:4px;border:1px solid #eee} .card h3{margin:.1em 0 .4em;font-size:1em}
+"""
+
+
+def _pill(t: Trial) -> str:
+    v = t.verdict_name
+    light = " light" if v in ("partial_collapse", NO_VERDICT, "garbage") else ""
+    return f'<span class="pill{light}" style="background:{VERDICT_COLOUR[v]}">{html.escape(t.status)}</span>'
+
+
+def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
+    e = html.escape
+    rows, metrics = table_rows(exp), _metric_columns(exp)
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>ganray report: {e(exp.name)}</title><style>{_CSS}</style></head><body>",
+           f"<h1>Sweep report: {e(exp.name)}</h1>", f'<div class="uri">{e(exp.uri)}</div>',
+           f'<p class="summary">{e(summary(exp))}</p>', "<h2>Trials</h2><table><thead><tr>"]
+    out += [f"<th>{e(label)}</th>" for _, label in _COLUMNS]
+    out += [f"<th>{e(m.replace('_', ' '))}</th>" for m in metrics] + ["<th>reasons</th></tr></thead><tbody>"]
+    for t, r in zip(exp.trials, rows):
+        cells = []
+        for key, _ in _COLUMNS:
+            if key == "status":
+                cells.append(f"<td>{_pill(t)}</td>")
+            else:
+                cls = ' class="num"' if key in ("z_dim", "lr_g", "lr_d", "seed", "steps") else ""
+                cells.append(f"<td{cls}>{e(_cell(r, key))}</td>")
+        cells += [f'<td class="num">{e(_fmt_metric(r[m]))}</td>' for m in metrics]
+        reasons = "".join(f"<li>{e(x)}</li>" for x in t.reasons)
+        notes = "".join(f'<li class="note">{e(n)}</li>' for n in t.notes)
+        cells.append(f'<td><ul class="reasons">{reasons}{notes}</ul></td>')
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table><p class=\"note\">Every value per trial is in trials.csv next to this page.</p>")
+    out.append("<h2>Figures</h2>")
+    for name, (caption, png) in figures.items():
+        out.append(f'<figure id="{e(name)}"><figcaption><b>{e(caption)}</b></figcaption>'
+                   f'<img alt="{e(caption)}" src="{_data_uri(png, "image/png")}"></figure>')
+    out.append("<h2>Samples per trial</h2><p>Left: the last sample grid. Right: the fixed-z GIF — the same z "
+               "at every sample step; cells whose digit keeps changing are the flicker of an unstable G.</p>"
+               '<div class="trials">')
+    for t in exp.trials:
+        out.append(f'<div class="card"><h3>{e(t.name)}</h3>{_pill(t)}<div>')
+        png = _fetch(t.samples[-1][1], t.notes) if t.samples else None
+        gif = _fetch(t.gif_uri, t.notes)
+        if png:
+            out.append(f'<img alt="samples at step {t.samples[-1][0]}" title="step {t.samples[-1][0]}" '
+                       f'src="{_data_uri(png, "image/png")}">')
+        if gif:
+            out.append(f'<img alt="fixed-z GIF" title="fixed z over training" src="{_data_uri(gif, "image/gif")}">')
+        if not png and not gif:
+            out.append('<p class="note">no samples yet</p>')
+        if t.histogram is not None:
+            out.append(f'<p class="note">class histogram: {e(t.histogram.source)}</p>')
+        out.append("</div></div>")
+    out.append("</div>")
+    if exp.notes:
+        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in exp.notes) + "</ul>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+
+def write_report(experiment_uri: str, *, n_samples: int = DEFAULT_N_SAMPLES) -> str:
+    """Write report.md, report.html, trials.csv and figures/*.png next to the trials of
+    `experiment_uri` (a local path, s3:// or gs:// URI); returns the URI of report.html."""
+    exp_uri = experiment_uri.rstrip("/")
+    exp = load_experiment(exp_uri)
+    log.info("report for %s: %d trials", exp_uri, len(exp.trials))
+    attach_histograms(exp, n_samples)
+    figures = make_figures(exp)
+    for name, (_, png) in figures.items():
+        storage.put_bytes(storage.join(exp_uri, "figures", name), png)
+    storage.put_bytes(storage.join(exp_uri, "trials.csv"), trials_csv(exp).encode())
+    page = report_html(exp, figures)  # reads the sample PNGs and GIFs: notes about them reach the markdown too
+    storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures).encode())
+    html_uri = storage.join(exp_uri, "report.html")
+    storage.put_bytes(html_uri, page.encode())
+    return html_uri
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ganray report",
+        description="Write the sweep report (report.md, report.html, trials.csv, figures/) next to the trials "
+                    "of <storage>/<experiment>.")
+    p.add_argument("experiment", help="<storage>/<experiment>: a local path, s3://bucket/prefix/exp or gs://...")
+    p.add_argument("--samples", type=int, default=DEFAULT_N_SAMPLES,
+                   help="generated samples per trial when a class histogram is computed from a checkpoint "
+                        f"(default {DEFAULT_N_SAMPLES})")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for generating samples (default 1)")
+    return p
+
+
+def _bad_input() -> tuple[type[BaseException], ...]:
+    from ganray.checkpoint import CheckpointError  # noqa: PLC0415
+
+    return (ReportError, ConfigError, storage.StorageError, CheckpointError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`ganray report <storage>/<experiment>`: 0 written, 2 bad input, 1 failure."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        errs = check_storage_uri(args.experiment, "experiment")
+        if errs:
+            raise ConfigError(errs)
+        if args.samples < 1:
+            raise ConfigError(f"--samples: must be >= 1 (got {args.samples})")
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(max(1, args.threads))
+        where = write_report(args.experiment, n_samples=args.samples)
+    except _bad_input() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as e:  # noqa: BLE001
+        log.exception("report failed")
+        print(f"error: report failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"report: {where}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
