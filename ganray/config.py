@@ -136,9 +136,46 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n: int = _f(2000, ge=1, doc="generated samples per evaluation")
+    """Evaluation of generated samples and the collapse verdict (docs/metrics.md).
+
+    The verdict thresholds were calibrated on the acceptance cases of docs/metrics.md
+    (`python -m ganray.metrics.calibrate` prints the table they were read from).
+    """
+
+    n: int = _f(2000, ge=1, doc="generated samples per evaluation (stacked-mnist paper protocol: 26000)")
     n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
-    metrics: tuple[str, ...] = _f(("class_coverage", "fcd", "prdc", "fixed_z_flip_rate"))
+    metrics: tuple[str, ...] = _f(
+        ("class_coverage", "mixture_coverage", "fcd", "prdc", "fixed_z_flip_rate", "sample_diversity", "training_signals"),
+        doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) are skipped",
+    )
+    n_real: int = _f(10000, ge=10, doc="real samples in the cached reference statistics (FCD, PRDC)")
+    prdc_k: int = _f(5, ge=1, doc="k of the k-NN balls of precision/recall/density/coverage")
+    coverage_partial: float = _f(
+        0.95, ge=0, le=1, doc="partial_collapse below this share of the modes a uniform sample would cover")
+    coverage_collapsed: float = _f(
+        0.5, ge=0, le=1, doc="collapsed at or below this share of the modes a uniform sample would cover")
+    kl_partial: float = _f(
+        0.1, ge=0, doc="partial_collapse above this KL(p||uniform) in nats, after the (K-1)/2n small-sample bias")
+    duplicate_partial: float = _f(0.2, ge=0, le=1, doc="partial_collapse at or above this share of near-copies")
+    duplicate_collapsed: float = _f(0.5, ge=0, le=1, doc="collapsed at or above this share of near-copies")
+    precision_garbage: float = _f(0.2, ge=0, le=1, doc="garbage below this precision (images)")
+    confidence_garbage: float = _f(0.5, ge=0, le=1, doc="garbage below this mean classifier confidence, when prdc is off")
+    hq_garbage: float = _f(0.1, ge=0, le=1, doc="garbage below this share of samples within 3 sigma of a mode (2D)")
+    flip_rate_warn: float = _f(0.5, ge=0, le=1, doc="a reason (not a verdict) at or above this fixed-z flip rate")
+    flat_window: int = _f(10, ge=2, doc="training signals: the last this-many logged entries")
+    flat_rel_range: float = _f(0.01, ge=0, doc="a loss is flat when (max - min) / |mean| over the window is below this")
+    m_global_rise: float = _f(0.1, ge=0, doc="BEGAN: a reason when M_global's fitted line rises by more than this share")
+
+    def __post_init__(self) -> None:
+        errs = []
+        if self.coverage_collapsed > self.coverage_partial:
+            errs.append(f"eval.coverage_collapsed: must be <= eval.coverage_partial ({self.coverage_partial}); "
+                        f"got {self.coverage_collapsed}")
+        if self.duplicate_partial > self.duplicate_collapsed:
+            errs.append(f"eval.duplicate_partial: must be <= eval.duplicate_collapsed ({self.duplicate_collapsed}); "
+                        f"got {self.duplicate_partial}")
+        if errs:
+            raise ConfigError(errs)
 
 
 @dataclass(frozen=True)

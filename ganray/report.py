@@ -34,6 +34,7 @@ import logging
 import math
 import re
 import sys
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -77,17 +78,18 @@ TABLE_METRICS_2D = ("modes_covered", "hq_share", "reverse_kl")
 CSV_METRICS = ("classes_covered", "kl_uniform", "fcd", "precision", "recall", "density", "coverage",
                "fixed_z_flip_rate", "max_class_share", "mean_confidence", "modes_covered", "hq_share", "reverse_kl")
 COVERAGE_KEYS = ("classes_covered", "modes_covered")  # image datasets / 2D mixtures
-PARAM_AXES = (  # (param, config section, config key, label)
-    ("z_dim", "model", "z_dim", "z_dim"),
-    ("lr_g", "train", "lr_g", "lr_g"),
-    ("lr_d", "train", "lr_d", "lr_d"),
-    ("family", "train", "family", "family"),
-    ("seed", "experiment", "seed", "seed"),
+PARAM_AXES = (  # (swept parameter, config section, config key)
+    ("z_dim", "model", "z_dim"),
+    ("lr_g", "train", "lr_g"),
+    ("lr_d", "train", "lr_d"),
+    ("family", "train", "family"),
+    ("seed", "experiment", "seed"),
 )
 # Trial names from ganray/sweep.py's trial_name: "z10-s0", "z10-lrg0.0002-lrd0.0002-s0", "z1-wgan-gp-s0".
-_NAME_PARTS = (("z_dim", re.compile(r"^z(\d+)$"), int), ("lr_g", re.compile(r"^lrg([0-9.eE+-]+)$"), float),
-               ("lr_d", re.compile(r"^lrd([0-9.eE+-]+)$"), float), ("seed", re.compile(r"^s(\d+)$"), int))
-_FAMILIES_IN_NAMES = ("wgan-gp", "began", "vae", "gan")
+_FLOAT = r"[0-9.]+(?:e[+-]?[0-9]+)?"
+_NAME_PART = re.compile(rf"(?:^|-)(?:z(?P<z_dim>\d+)|lrg(?P<lr_g>{_FLOAT})|lrd(?P<lr_d>{_FLOAT})|s(?P<seed>\d+)"
+                        rf"|(?P<family>wgan-gp|began|vae|gan))(?=-|$)")
+_NAME_TYPES = {"z_dim": int, "lr_g": float, "lr_d": float, "seed": int, "family": str}
 _RAY_CKPT = re.compile(r"^checkpoint_(\d+)/checkpoint\.pt$")
 _LOCAL_CKPT = re.compile(r"^checkpoints/step_(\d+)\.pt$")
 _SAMPLE = re.compile(r"^samples/step_(\d+)\.png$")
@@ -110,10 +112,21 @@ class ReportError(FileNotFoundError):
 class ClassHistogram:
     """Shares of generated samples per class (or per mode), as labelled by the reference classifier."""
 
-    shares: list[float]  # p_k, sum 1 (the last entry is "off-mode" for 2D mixtures)
-    n: int | None  # samples behind it (None: unknown, read from metrics.jsonl)
-    source: str  # where it came from, for the caption
+    shares: list[float]  # p_k, sum 1 (2D mixtures: the last entry is "off", samples near no mode)
     class_names: list[str]
+    step: int | None  # training step of the generator behind it
+    n: int | None  # samples behind it (None: not logged)
+    labeller: str  # what assigned the classes, e.g. "the mnist classifier (held-out accuracy 98.0%)"
+    origin: str  # "checkpoint" (computed by the report) or "metrics.jsonl" (logged by the evaluation)
+    generator: str = "G"  # "G" or "G_ema": the network that made the samples
+
+    @property
+    def source(self) -> str:
+        """"2,000 samples of G at the step-300 checkpoint, labelled by the mnist classifier (...)"."""
+        n = f"{self.n:,} samples" if self.n else "samples"
+        where = (f"{self.generator} at the step-{self.step} checkpoint" if self.origin == "checkpoint"
+                 else f"the step-{self.step} evaluation")
+        return f"{n} of {where}, labelled by {self.labeller}"
 
 
 @dataclass
@@ -122,8 +135,6 @@ class Trial:
     uri: str
     params: dict[str, Any] = field(default_factory=dict)  # z_dim, lr_g, lr_d, family, seed
     total_steps: int | None = None  # cfg.train.steps
-    dataset: str | None = None
-    storage_uri: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl rows, by step
     verdict: dict[str, Any] | None = None
     samples: list[tuple[int, str]] = field(default_factory=list)  # (step, URI), by step
@@ -201,6 +212,13 @@ class Experiment:
         return self.config.experiment.name if self.config else self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _brief(e: BaseException, limit: int = 200) -> str:
+    """"CheckpointError: first line of the message", cut to `limit` characters for a note."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _read_text(uri: str) -> str:
     return storage.read_bytes(uri).decode("utf-8")
 
@@ -237,27 +255,15 @@ def _trial_files(trials_uri: str) -> dict[str, dict[str, pafs.FileInfo]]:
 def params_from_name(name: str) -> dict[str, Any]:
     """Sweep parameters from a trial name made by ganray.sweep.trial_name ("z10-lrg0.0002-s0")."""
     out: dict[str, Any] = {}
-    rest = name
-    for fam in _FAMILIES_IN_NAMES:  # families may hold a dash ("wgan-gp"): take them out first
-        m = re.search(rf"(?:^|-)({re.escape(fam)})(?:-|$)", rest)
-        if m:
-            out["family"] = fam
-            rest = rest[: m.start(1)] + rest[m.end(1):]
-            break
-    for part in filter(None, rest.split("-")):
-        for key, rx, conv in _NAME_PARTS:
-            m = rx.match(part)
-            if m:
-                try:
-                    out[key] = conv(m.group(1))
-                except ValueError:
-                    pass
-                break
+    for m in _NAME_PART.finditer(name):
+        for key, text in m.groupdict().items():
+            if text is not None:
+                out[key] = _NAME_TYPES[key](text)
     return out
 
 
 def _params_from_config(cfg: Config) -> dict[str, Any]:
-    return {p: getattr(getattr(cfg, sec), key) for p, sec, key, _ in PARAM_AXES}
+    return {p: getattr(getattr(cfg, sec), key) for p, sec, key in PARAM_AXES}
 
 
 def _parse_jsonl(text: str, where: str, notes: list[str]) -> list[dict[str, Any]]:
@@ -289,20 +295,20 @@ def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_c
             cfg = from_dict(yaml.safe_load(_read_text(storage.join(uri, "config.yaml"))))
             t.params = _params_from_config(cfg)
         except (ConfigError, yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-            t.notes.append(f"config.yaml unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            t.notes.append(f"config.yaml unreadable ({_brief(e)})")
     else:
         t.notes.append("config.yaml missing")
     if sweep_cfg is not None:  # axes the name does not carry take the sweep's base values
         for p, v in _params_from_config(sweep_cfg).items():
             t.params.setdefault(p, v)
     if cfg is not None:
-        t.total_steps, t.dataset, t.storage_uri = cfg.train.steps, cfg.data.dataset, cfg.storage.uri
+        t.total_steps = cfg.train.steps
 
     if "metrics.jsonl" in files:
         try:
             t.history = _parse_jsonl(_read_text(storage.join(uri, "metrics.jsonl")), "metrics.jsonl", t.notes)
         except (OSError, UnicodeDecodeError) as e:
-            t.notes.append(f"metrics.jsonl unreadable ({e})")
+            t.notes.append(f"metrics.jsonl unreadable ({_brief(e)})")
     else:
         t.notes.append("metrics.jsonl missing")
     if "verdict.json" in files:
@@ -313,7 +319,7 @@ def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_c
             else:
                 t.notes.append(f"verdict.json holds no known verdict ({str(v)[:80]})")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            t.notes.append(f"verdict.json unreadable ({type(e).__name__})")
+            t.notes.append(f"verdict.json unreadable ({_brief(e)})")
 
     for rel in files:
         if m := _SAMPLE.match(rel):
@@ -338,7 +344,7 @@ def load_experiment(exp_uri: str) -> Experiment:
         else:
             notes.append("config.yaml (the sweep config) missing")
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as e:
-        notes.append(f"config.yaml (the sweep config) unreadable: {e}")
+        notes.append(f"config.yaml (the sweep config) unreadable ({_brief(e)})")
     trials_uri = storage.join(exp_uri, "trials")
     files = _trial_files(trials_uri)
     if not files:
@@ -366,20 +372,22 @@ def histogram_from_metrics(t: Trial) -> ClassHistogram | None:
         for key in _CLASS_LIST_KEYS:
             v = row.get(key)
             if isinstance(v, list) and v and all(isinstance(x, (int, float)) for x in v):
-                return _normalised(v, f"metrics.jsonl, step {row.get('step')}", None)
+                return _normalised(v, None, row.get("step"), None, "the evaluation's classifier", "metrics.jsonl")
         indexed = {int(m.group(1)): float(v) for k, v in row.items()
                    if (m := _CLASS_KEY.match(k)) and isinstance(v, (int, float))}
         if indexed:
             shares = [indexed.get(k, 0.0) for k in range(max(indexed) + 1)]
-            return _normalised(shares, f"metrics.jsonl, step {row.get('step')}", None)
+            return _normalised(shares, None, row.get("step"), None, "the evaluation's classifier", "metrics.jsonl")
     return None
 
 
-def _normalised(values: list[float], source: str, n: int | None, names: list[str] | None = None) -> ClassHistogram:
+def _normalised(values: list[float], names: list[str] | None, step: Any, n: int | None, labeller: str,
+                origin: str) -> ClassHistogram:
     # p_k = c_k / Σ_j c_j  (counts or shares alike)
     total = float(sum(values))
     shares = [float(v) / total if total > 0 else 0.0 for v in values]
-    return ClassHistogram(shares, n, source, names or [str(k) for k in range(len(values))])
+    return ClassHistogram(shares, names or [str(k) for k in range(len(values))],
+                          int(step) if isinstance(step, (int, float)) else None, n, labeller, origin)
 
 
 def histogram_from_checkpoint(t: Trial, n_samples: int) -> ClassHistogram:
@@ -397,13 +405,15 @@ def histogram_from_checkpoint(t: Trial, n_samples: int) -> ClassHistogram:
     shape = EXAMPLE_SHAPE.get(cfg.data.dataset)
     if shape is None:
         raise ConfigError(f"data.dataset: no known example shape for {cfg.data.dataset!r}")
+    which = "G_ema" if state.get("G_ema") is not None else "G"
     G = build_generator(cfg.model, shape)
-    G.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
+    G.load_state_dict(state[which])
     # x = G(z), z ~ N(0, I): [n, *shape], from a seed of its own so the report is reproducible
     x = generate(G, n_samples, cfg.model.z_dim, torch.device("cpu"), seed=cfg.experiment.seed * 7919 + 1)
-    counts, names, what = _label_counts(x, cfg)
-    src = f"{n_samples:,} samples from step {state.get('step', step)} ({'G_ema' if state.get('G_ema') else 'G'}), {what}"
-    return _normalised(counts, src, n_samples, names)
+    counts, names, labeller = _label_counts(x, cfg)
+    h = _normalised(counts, names, state.get("step", step), n_samples, labeller, "checkpoint")
+    h.generator = which
+    return h
 
 
 def _label_counts(x, cfg: Config) -> tuple[list[int], list[str], str]:
@@ -424,12 +434,12 @@ def _label_counts(x, cfg: Config) -> tuple[list[int], list[str], str]:
         mode, dist = nearest_mode(x, means)
         mode = torch.where(dist <= HQ_SIGMAS * sigma, mode, torch.full_like(mode, K))
         counts = torch.bincount(mode, minlength=K + 1).tolist()
-        return counts, [str(i) for i in range(K)] + ["off"], f"nearest mode within {HQ_SIGMAS:g}σ"
+        return counts, [str(i) for i in range(K)] + ["off"], f"the nearest mode within {HQ_SIGMAS:g}σ"
     from ganray.metrics.classifier import classifier_key, reference_classifier  # noqa: PLC0415
 
     model, info = reference_classifier(cfg.data, cfg.storage.uri, train_if_missing=False)
     acc = info.get("held_out_accuracy")
-    what = f"labelled by the {classifier_key(cfg.data.dataset)} classifier" + (
+    what = f"the {classifier_key(cfg.data.dataset)} classifier" + (
         f" (held-out accuracy {acc:.1%})" if isinstance(acc, (int, float)) else "")
     # label = argmax_k classifier logits (stacked MNIST: mode 100·d0 + 10·d1 + d2 over the 3 channels)
     labels = classify(model, x, kind).labels
@@ -445,8 +455,8 @@ def attach_histograms(exp: Experiment, n_samples: int) -> None:
             if t.histogram is None and t.checkpoints:
                 t.histogram = histogram_from_checkpoint(t, n_samples)
         except Exception as e:  # noqa: BLE001 — one bad checkpoint must not sink the report
-            log.warning("trial %s: no class histogram (%s: %s)", t.name, type(e).__name__, e)
-            t.notes.append(f"class histogram unavailable ({type(e).__name__}: {e})")
+            log.warning("trial %s: no class histogram (%s)", t.name, _brief(e, 1000))
+            t.notes.append(f"class histogram unavailable ({_brief(e)})")
 
 
 # ---- describing trials ---------------------------------------------------------------------
@@ -464,9 +474,9 @@ def _fmt_value(v: Any) -> str:
 
 
 def describe(t: Trial, axes: list[str]) -> str:
-    """"z_dim 1" when only z_dim varies, "z_dim 1, lr_g 0.0002" when lr_g varies too."""
+    """"z_dim 1" when only z_dim varies, "z_dim 1 lr_g 0.0002" when lr_g varies too."""
     parts = [f"{p} {_fmt_value(t.params[p])}" for p in axes if p in t.params]
-    return ", ".join(parts) or t.name
+    return " ".join(parts) or t.name
 
 
 def summary(exp: Experiment) -> str:
@@ -486,10 +496,9 @@ def summary(exp: Experiment) -> str:
         else:
             who = ", ".join(describe(t, axes) + (f" at step {t.verdict_step}" if t.verdict_step is not None else "")
                             for t in group)
-        label = "have no verdict yet (still running or failed)" if v == NO_VERDICT else VERDICT_LABEL[v]
+        label = "without a verdict yet (still running or failed)" if v == NO_VERDICT else VERDICT_LABEL[v]
         head = f"{len(group)} of {n} trials" if not sentences else f"{len(group)}"
-        verb = "" if v == NO_VERDICT else ("was " if len(group) == 1 and sentences else "")
-        sentences.append(f"{head} {verb}{label}: {who}")
+        sentences.append(f"{head} {label}: {who}")
     text = "; ".join(sentences) + "."
     stopped = [t for t in trials if t.stopped_early]
     if stopped:
@@ -580,11 +589,12 @@ def figure_class_histograms(exp: Experiment) -> bytes | None:
     trials = [t for t in exp.trials if t.histogram is not None]
     if not trials:
         return None
-    axes_names = [a for a in varying_axes(exp.trials) if a != "z_dim"]
+    other_axes = [a for a in varying_axes(exp.trials) if a != "z_dim"]
     cols, rows, pos = _grid_positions(trials)
     k_max = max(len(t.histogram.shares) for t in trials)
-    panel_w = 2.6 if k_max <= 12 else (3.4 if k_max <= 30 else 4.0)
-    fig = _figure(max(4.0, panel_w * len(cols)), 0.6 + 2.3 * len(rows))
+    panel_w = 2.7 if k_max <= 12 else (3.6 if k_max <= 30 else 4.0)
+    width_in = max(5.5, panel_w * len(cols))
+    fig = _figure(width_in, 1.2 + 2.4 * len(rows))
     grid = fig.subplots(len(rows), len(cols), squeeze=False, sharey=True)
     for ax in grid.flat:
         ax.set_visible(False)
@@ -595,107 +605,151 @@ def figure_class_histograms(exp: Experiment) -> bytes | None:
         ax.set_visible(True)
         h = t.histogram
         k = len(h.shares)
-        colour = VERDICT_COLOUR[t.verdict_name]
         pct = [100 * s for s in h.shares]
         if k <= 30:
-            ax.bar(range(k), pct, color=colour, edgecolor="black", linewidth=0.4)
+            ax.bar(range(k), pct, color=VERDICT_COLOUR[t.verdict_name], edgecolor="black", linewidth=0.4)
             ax.set_xticks(range(k), h.class_names, fontsize=7 if k > 12 else 8)
         else:  # 1000 stacked-MNIST modes: shares sorted from the largest down
-            ax.plot(range(k), sorted(pct, reverse=True), color=colour)
+            ax.plot(range(k), sorted(pct, reverse=True), color=VERDICT_COLOUR[t.verdict_name])
             ax.set_xlabel("modes, by share", fontsize=8)
-        # the share every class would hold if G covered them uniformly: 1/K
         n_real = k - 1 if h.class_names[-1] == "off" else k
+        # the share every class would hold if G covered them uniformly: 100% / K
         ax.axhline(100 / n_real, color="0.3", linestyle="--", linewidth=0.8)
-        covered = sum(1 for s in h.shares[:n_real] if s >= 0.1 / n_real)  # ≥ 10% of the uniform share
-        title = f"z_dim {_fmt_value(t.params.get('z_dim'))}"
-        if axes_names:
-            title += "\n" + describe(t, axes_names)
-        ax.set_title(title, fontsize=9)
-        ax.text(0.98, 0.97, f"{t.status}\n{covered}/{n_real} classes ≥10% of uniform",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7, color=colour,
-                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1.5))
-        ax.set_ylim(0, min(100, 1.25 * 100 * y_top + 2))
+        # a class counts as covered when it holds ≥ 10% of its uniform share (as class_coverage)
+        covered = sum(1 for s in h.shares[:n_real] if s >= 0.1 / n_real)
+        head = f"z_dim {_fmt_value(t.params.get('z_dim'))}" + (f" · {describe(t, other_axes)}" if other_axes else "")
+        ax.set_title(f"{head}\n{t.status}\n{covered}/{n_real} classes covered (step {h.step})", fontsize=8,
+                     color=_text_colour(t.verdict_name))
+        ax.set_ylim(0, min(100.0, 1.15 * 100 * y_top + 2))
         ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
     for row in grid:
         row[0].set_ylabel("% of samples", fontsize=8)
-    sources = sorted({t.histogram.source for t in trials})
-    note = sources[0] if len(sources) == 1 else "see each trial's caption in the report"
-    fig.suptitle(f"Class histogram of generated samples (dashed: uniform share)\n{note}", fontsize=10)
+    how = {(t.histogram.n, t.histogram.labeller, t.histogram.origin) for t in trials}
+    if len(how) == 1:
+        n, labeller, origin = how.pop()
+        where = "its newest checkpoint" if origin == "checkpoint" else "its last evaluation"
+        note = f"{f'{n:,} samples' if n else 'samples'} per trial from {where}, labelled by {labeller}"
+    else:
+        note = "samples per trial as captioned in the report"
+    note = textwrap.fill(note, width=int(width_in * 12))  # ~12 characters of 9-pt text per inch
+    fig.suptitle(f"Class histogram of generated samples (dashed: the uniform share)\n{note}", fontsize=9)
     return _png(fig)
 
 
-def _trial_colours(trials: list[Trial]) -> dict[str, Any]:
+def _text_colour(verdict: str) -> str:
+    return "#666666" if verdict == NO_VERDICT else VERDICT_COLOUR[verdict]
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+PER_TRIAL_LEGEND_MAX = 12  # above this many trials the legend names z_dim colours and line styles instead
+
+
+def _line_styles(trials: list[Trial]) -> tuple[dict[str, tuple[Any, str]], list[tuple[str, Any, str]]]:
+    """{trial: (colour, line style)} and the legend entries (label, colour, style).
+
+    Colour = z_dim on a sequential scale (kept apart from the categorical verdict colours, so a
+    line's colour never reads as a verdict); style = the other swept settings."""
     from matplotlib import colormaps  # noqa: PLC0415
 
-    cmap = colormaps["tab10" if len(trials) <= 10 else "tab20"]
-    return {t.name: cmap(i % cmap.N) for i, t in enumerate(trials)}
+    z_values = sorted({t.params.get("z_dim") for t in trials}, key=lambda v: (v is None, v or 0))
+    others = [a for a in varying_axes(trials) if a != "z_dim"]
+    combos = sorted({describe(t, others) for t in trials}) if others else [""]
+    cmap = colormaps["viridis"]
+
+    def colour(z: Any) -> Any:
+        return cmap(0.9 * z_values.index(z) / max(len(z_values) - 1, 1))
+
+    styles = {t.name: (colour(t.params.get("z_dim")),
+                       LINE_STYLES[combos.index(describe(t, others) if others else "") % len(LINE_STYLES)])
+              for t in trials}
+    if len(trials) <= PER_TRIAL_LEGEND_MAX:
+        axes = varying_axes(trials)
+        legend = [(f"{_short_label(t, axes)} ({t.status})", *styles[t.name]) for t in trials]
+    else:
+        legend = [(f"z_dim {_fmt_value(z)}", colour(z), "-") for z in z_values]
+        legend += [(c, "black", LINE_STYLES[i % len(LINE_STYLES)]) for i, c in enumerate(combos) if c]
+    return styles, legend
 
 
 def figure_coverage_fcd(exp: Experiment) -> bytes | None:
-    """Classes (or modes) covered and FCD over steps: one line per trial; a cross where a trial stopped early."""
-    axes_names = varying_axes(exp.trials)
+    """Classes (or modes) covered and FCD over steps, one line per trial; X where a trial stopped early."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
     trials = [t for t in exp.trials if any(t.series(k)[0] for k in (*COVERAGE_KEYS, "fcd"))]
     if not trials:
         return None
-    colours = _trial_colours(trials)
+    styles, legend = _line_styles(trials)
     cov_key = Counter(t.coverage_key for t in trials).most_common(1)[0][0]
-    fig = _figure(11.0, 4.2)
+    fig = _figure(11.0, 4.4)
     ax_cov, ax_fcd = fig.subplots(1, 2)
-    any_fcd = False
     for t in trials:
-        label = f"{_short_label(t, axes_names)} ({t.status})"
+        colour, style = styles[t.name]
         for ax, key in ((ax_cov, t.coverage_key), (ax_fcd, "fcd")):
             steps, values = t.series(key)
             if not steps:
                 continue
-            any_fcd |= key == "fcd"
-            ax.plot(steps, values, marker="o", markersize=3, color=colours[t.name],
-                    label=label if ax is ax_cov else None)
+            ax.plot(steps, values, linestyle=style, marker="o", markersize=3, color=colour, linewidth=1.4)
             if t.stopped_early:
-                ax.plot(steps[-1], values[-1], marker="X", markersize=10, color=colours[t.name],
-                        markeredgecolor="black")
+                ax.plot(steps[-1], values[-1], marker="X", markersize=10, color=colour, markeredgecolor="black")
     ax_cov.set_title(f"{cov_key.replace('_', ' ')} (X: stopped early)", fontsize=10)
-    ax_cov.set_xlabel("generator step")
     ax_cov.set_ylabel(cov_key.replace("_", " "))
     ax_cov.yaxis.get_major_locator().set_params(integer=True)
     ax_fcd.set_title("Fréchet distance in classifier features (lower is better)", fontsize=10)
-    ax_fcd.set_xlabel("generator step")
     ax_fcd.set_ylabel("FCD")
-    if any_fcd and all(v > 0 for t in trials for v in t.series("fcd")[1]):
+    fcd_values = [v for t in trials for v in t.series("fcd")[1]]
+    if fcd_values and all(v > 0 for v in fcd_values) and max(fcd_values) / min(fcd_values) > 20:
         ax_fcd.set_yscale("log")
     for ax in (ax_cov, ax_fcd):
+        ax.set_xlabel("generator step")
         ax.grid(alpha=0.3)
-    fig.legend(loc="outside right center", fontsize=8, frameon=False)
+    handles = [Line2D([], [], color=c, linestyle=s, marker="o", markersize=3, label=label) for label, c, s in legend]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     return _png(fig)
 
 
 def figure_loss_curves(exp: Experiment) -> bytes | None:
-    """loss_D and loss_G (and any other loss_*) over steps, one panel per trial."""
+    """loss_D and loss_G (and any other loss_*) over steps, one panel per trial; a dotted line at
+    the step the trial's bad verdict was first seen."""
     trials = [t for t in exp.trials if any(k.startswith("loss_") for r in t.history for k in r)]
     if not trials:
         return None
     axes_names = varying_axes(exp.trials)
     n_cols = min(len(trials), 5)
     n_rows = math.ceil(len(trials) / n_cols)
-    fig = _figure(3.0 * n_cols + 0.6, 0.7 + 2.4 * n_rows)
+    fig = _figure(3.0 * n_cols + 0.6, 0.9 + 2.4 * n_rows)
     grid = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in grid.flat[len(trials):]:
         ax.set_visible(False)
+    keys_all: list[str] = []
     for ax, t in zip(grid.flat, trials):
         keys = sorted({k for r in t.history for k in r if k.startswith("loss_")})
         for key in keys:
             steps, values = t.series(key)
-            ax.plot(steps, values, label=key, linewidth=1.2)
-        ax.set_title(f"{_short_label(t, axes_names)}\n{t.status}", fontsize=8, color=VERDICT_COLOUR[t.verdict_name])
+            ax.plot(steps, values, label=key, linewidth=1.2, color=f"C{_loss_index(key, keys_all)}")
+        if t.verdict_name not in ("healthy", NO_VERDICT) and t.verdict_step is not None:
+            ax.axvline(t.verdict_step, color=VERDICT_COLOUR[t.verdict_name], linestyle=":", linewidth=1.5)
+        ax.set_title(f"{_short_label(t, axes_names)}\n{t.status}", fontsize=8, color=_text_colour(t.verdict_name))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False)
     for row in grid:
         row[0].set_ylabel("loss", fontsize=8)
     for ax in grid[-1]:
         ax.set_xlabel("generator step", fontsize=8)
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    handles = [Line2D([], [], color=f"C{i}", label=k) for i, k in enumerate(keys_all)]
+    handles.append(Line2D([], [], color="0.4", linestyle=":", label="bad verdict first seen"))
+    fig.legend(handles=handles, loc="outside upper right", ncols=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Training losses", fontsize=10)
     return _png(fig)
+
+
+def _loss_index(key: str, seen: list[str]) -> int:
+    """The same colour for the same loss in every panel."""
+    if key not in seen:
+        seen.append(key)
+    return seen.index(key)
 
 
 def _lr_key(t: Trial, lr_axes: list[str]) -> tuple:
@@ -722,14 +776,16 @@ def figure_verdict_heatmap(exp: Experiment) -> bytes:
         worst = min((t.verdict_name for t in group), key=SEVERITY.index)
         codes[r][c] = SEVERITY.index(worst)
         if len(group) == 1:
-            text = group[0].status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
+            t = group[0]
+            text = t.status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
+            if t.stopped_early:
+                text += f"\nstopped at step {t.steps_run}"
         else:
             counts = Counter(t.verdict_name for t in group)
             text = "\n".join(f"{counts[v]}/{len(group)} {VERDICT_LABEL[v]}" for v in SEVERITY if counts[v])
         ax.text(c, r, text, ha="center", va="center", fontsize=8,
                 color="white" if worst in ("diverged", "collapsed") else "black")
-    cmap = ListedColormap([VERDICT_COLOUR[v] for v in SEVERITY])
-    cmap.set_bad("white")
+    cmap = ListedColormap([VERDICT_COLOUR[v] for v in SEVERITY]).with_extremes(bad="white")
     ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(SEVERITY) - 0.5, aspect="auto")
     ax.set_yticks(range(len(z_values)), [_fmt_value(z) for z in z_values])
     ax.set_ylabel("z_dim")
@@ -743,28 +799,39 @@ def figure_verdict_heatmap(exp: Experiment) -> bytes:
     ax.legend(handles=[Patch(color=VERDICT_COLOUR[v], label=VERDICT_LABEL[v]) for v in present],
               loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
               frameon=False)
-    ax.set_title("Verdict per z_dim and learning rates" + (" (worst of the seeds)" if
+    ax.set_title(f"Verdict per z_dim × {' / '.join(lr_axes)}" + (" (worst of the seeds)" if
                  any(len(g) > 1 for g in cells.values()) else ""), fontsize=10)
     return _png(fig)
 
 
-FIGURES: tuple[tuple[str, str, Callable[[Experiment], bytes | None]], ...] = (
-    ("class_histograms.png", "Class histogram of generated samples per z_dim", figure_class_histograms),
-    ("verdict_heatmap.png", "Verdicts over z_dim × learning rates", figure_verdict_heatmap),
-    ("coverage_fcd.png", "Classes covered and FCD over training", figure_coverage_fcd),
-    ("loss_curves.png", "Loss curves", figure_loss_curves),
+FIGURES: tuple[tuple[str, str, str, Callable[[Experiment], bytes | None]], ...] = (
+    ("class_histograms.png", "Class histogram of generated samples per z_dim",
+     "Each panel: the share of generated samples the reference classifier puts in each class. A healthy G "
+     "fills every bar near the dashed uniform share; a collapsed one piles its samples into a few classes.",
+     figure_class_histograms),
+    ("verdict_heatmap.png", "Verdicts over z_dim × learning rates",
+     "One cell per setting, coloured by its verdict (the worst one when several seeds share the cell).",
+     figure_verdict_heatmap),
+    ("coverage_fcd.png", "Classes covered and FCD over training",
+     "Classes covered should rise to all of them and stay; FCD should fall. A coverage drop with a rising FCD "
+     "is collapse as it happens. X marks a trial the collapse stopper ended.",
+     figure_coverage_fcd),
+    ("loss_curves.png", "Loss curves",
+     "loss_D falling towards 0 while loss_G climbs: D wins, G's gradients fade. The dotted line is where the "
+     "bad verdict was first seen.",
+     figure_loss_curves),
 )
 
 
 def make_figures(exp: Experiment) -> dict[str, tuple[str, bytes]]:
     """{file name: (caption, PNG bytes)}; a figure that cannot be drawn is logged and left out."""
     out = {}
-    for name, caption, fn in FIGURES:
+    for name, caption, _explain, fn in FIGURES:
         try:
             png = fn(exp)
         except Exception as e:  # noqa: BLE001 — a figure's bug must not cost the whole report
             log.exception("figure %s failed", name)
-            exp.notes.append(f"figure {name} could not be drawn ({type(e).__name__}: {e})")
+            exp.notes.append(f"figure {name} could not be drawn ({_brief(e)})")
             continue
         if png is not None:
             out[name] = (caption, png)
@@ -810,8 +877,9 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> s
         lines.append("| " + " | ".join(_md_escape(c) for c in cells + [reasons]) + " |")
     lines += ["", "All values per trial are in `trials.csv`. How to read this report: docs/report.md.", ""]
     lines += ["## Figures", ""]
+    explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, _) in figures.items():
-        lines += [f"### {caption}", "", f"![{caption}](figures/{name})", ""]
+        lines += [f"### {caption}", "", explain.get(name, ""), "", f"![{caption}](figures/{name})", ""]
     lines += ["## Samples per trial", ""]
     for t in exp.trials:
         links = []
@@ -822,7 +890,7 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> s
             links.append(f"[fixed-z GIF](trials/{t.name}/fixed_z.gif)")
         if t.histogram is not None:
             links.append(f"class histogram: {t.histogram.source}")
-        lines.append(f"- **{t.name}** ({t.status}): " + (", ".join(links) or "no samples yet"))
+        lines.append(f"- **{t.name}**, {t.status}: " + (", ".join(links) or "no samples yet"))
     if exp.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in exp.notes]
     return "\n".join(lines) + "\n"
@@ -838,7 +906,7 @@ def _fetch(uri: str | None, notes: list[str]) -> bytes | None:
     try:
         return storage.read_bytes(uri)
     except (OSError, storage.StorageError) as e:
-        notes.append(f"{uri.rsplit('/', 1)[-1]} unreadable ({e})")
+        notes.append(f"{uri.rsplit('/', 1)[-1]} unreadable ({_brief(e)})")
         return None
 
 
@@ -853,9 +921,9 @@ table{border-collapse:collapse;font-size:.88em;width:100%} th,td{border:1px soli
 .pill{display:inline-block;border-radius:10px;padding:1px 8px;color:#fff;white-space:nowrap;font-weight:600}
 .pill.light{color:#222} ul.reasons{margin:0;padding-left:1.1em} .note{color:#999;font-size:.9em}
 figure{margin:1.5em 0} figure img{max-width:100%;border:1px solid #eee}
-.trials{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:1em}
-.card{border:1px solid #ddd;border-radius:6px;padding:.6em} .card img{width:140px;image-rendering:pixelated;
-     margin-right:4px;border:1px solid #eee} .card h3{margin:.1em 0 .4em;font-size:1em}
+.trials{display:grid;grid-template-columns:repeat(auto-fill,minmax(470px,1fr));gap:1em}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6em} .card img{width:220px;margin:6px 4px 0 0;
+     border:1px solid #eee} .card h3{margin:.1em 0 .4em;font-size:1em} .explain{color:#555;margin:.2em 0}
 """
 
 
@@ -889,8 +957,10 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table><p class=\"note\">Every value per trial is in trials.csv next to this page.</p>")
     out.append("<h2>Figures</h2>")
+    explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, png) in figures.items():
-        out.append(f'<figure id="{e(name)}"><figcaption><b>{e(caption)}</b></figcaption>'
+        out.append(f'<figure id="{e(name)}"><figcaption><b>{e(caption)}</b><p class="explain">'
+                   f'{e(explain.get(name, ""))}</p></figcaption>'
                    f'<img alt="{e(caption)}" src="{_data_uri(png, "image/png")}"></figure>')
     out.append("<h2>Samples per trial</h2><p>Left: the last sample grid. Right: the fixed-z GIF — the same z "
                "at every sample step; cells whose digit keeps changing are the flicker of an unstable G.</p>"

@@ -60,6 +60,9 @@ def make_should_stop(cfg: Config):
 
 def grid(cfg: Config) -> list[dict[str, Any]]:
     """Every trial's overrides: the product of the non-empty sweep axes."""
+    if not any(getattr(cfg.sweep, f) for f in ("z_dim", "lr_g", "lr_d", "family")) and len(cfg.sweep.seeds) < 2:
+        raise ConfigError("sweep: empty grid; give values for at least one of sweep.z_dim, sweep.lr_g, "
+                          "sweep.lr_d, sweep.family (or two or more sweep.seeds)")
     axes = []
     for field, key in AXES:
         values = getattr(cfg.sweep, field)

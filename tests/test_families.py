@@ -88,7 +88,7 @@ def test_build_optimizers_from_config():
 
 
 def test_build_applies_wrap_and_unwraps():
-    class Wrapper(nn.Module):  # stands in for DDP here; real DDP runs in test_steps_under_ddp
+    class Wrapper(nn.Module):  # not a parallel wrapper, though it has a .module: must not be unwrapped
         def __init__(self, inner: nn.Module):
             super().__init__()
             self.module = inner
@@ -97,7 +97,7 @@ def test_build_applies_wrap_and_unwraps():
 
     def wrap(module: nn.Module) -> nn.Module:
         wrapped.append(module)
-        return nn.parallel.DataParallel(module)  # CPU DataParallel just calls the module
+        return nn.parallel.DataParallel(module)  # a real wrapper; real DDP runs in test_steps_under_ddp
 
     m = get_family("gan").build(tiny_cfg("gan"), IMAGE, wrap)
     assert wrapped == [m.G_module, m.D_module]

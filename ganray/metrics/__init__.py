@@ -1,7 +1,7 @@
 """Metrics registry: every metric is a function of the generated samples (and cached reference
 statistics of the real data) returning flat `{name: float}`.
 
-    @register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_features=True)
+    @register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_real_features=True)
     def fcd(inp: MetricInputs) -> dict[str, float]: ...
 
 `metric_names()` lists the registered metrics and `signal_names(metrics)` every scalar key
@@ -31,7 +31,8 @@ class Metric:
     fn: MetricFn
     signals: tuple[str, ...]  # every key fn can return
     kinds: tuple[str, ...]  # data kinds it applies to; elsewhere it is skipped
-    needs_features: bool  # needs the reference classifier (features / logits of samples)
+    needs_features: bool  # needs the reference classifier (features / labels of samples)
+    needs_real_features: bool  # needs the real data's features (FCD, PRDC), computed once per run
 
 
 _METRICS: dict[str, Metric] = {}
@@ -43,6 +44,7 @@ def register_metric(
     signals: tuple[str, ...] | None = None,
     kinds: tuple[str, ...] = ALL_KINDS,
     needs_features: bool = False,
+    needs_real_features: bool = False,
 ):
     """Register `fn` under its own name. Bare `@register_metric` reports one key, the name."""
 
@@ -52,7 +54,8 @@ def register_metric(
         bad = [k for k in kinds if k not in ALL_KINDS]
         if bad:
             raise ValueError(f"metric {f.__name__!r}: unknown kinds {bad}; allowed: {', '.join(ALL_KINDS)}")
-        _METRICS[f.__name__] = Metric(f.__name__, f, tuple(signals or (f.__name__,)), tuple(kinds), needs_features)
+        _METRICS[f.__name__] = Metric(f.__name__, f, tuple(signals or (f.__name__,)), tuple(kinds),
+                                      needs_features or needs_real_features, needs_real_features)
         return f
 
     return deco(fn) if fn is not None else deco

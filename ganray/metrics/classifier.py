@@ -98,9 +98,11 @@ def embed(model: Classifier, x: Tensor, batch_size: int = 2500) -> tuple[Tensor,
     """(features [N, d], logits [N, K]) of `x` in batches, on the model's device, returned on CPU."""
     model.eval()
     device = next(model.parameters()).device
+    model = model.to(memory_format=torch.channels_last)  # NHWC convolutions: about 2x faster on CPU
     feats, logits = [], []
     for i in range(0, x.shape[0], batch_size):
-        f, lg = model.features_and_logits(x[i : i + batch_size].to(device, torch.float32))
+        xb = x[i : i + batch_size].to(device, torch.float32).contiguous(memory_format=torch.channels_last)
+        f, lg = model.features_and_logits(xb)
         feats.append(f.float().cpu())
         logits.append(lg.float().cpu())
     if not feats:
@@ -141,6 +143,7 @@ def train_classifier(
     lr: float = 2e-3,
     seed: int = 0,
     augmentation: bool = True,
+    width: int = Arch.width,
     device: torch.device | str = "cpu",
 ) -> tuple[Classifier, dict[str, Any]]:
     """Train the reference classifier of `dataset` on its "train" split; report accuracy on "test".
@@ -161,7 +164,7 @@ def train_classifier(
     if h != w or h < 8:
         raise ConfigError(f"--dataset: {dataset} images are {h}x{w}; the classifier needs square images of 8x8 or more")
     torch.manual_seed(seed)
-    model = Classifier(Arch(in_channels=c, image_size=h, num_classes=train.num_classes)).to(device)
+    model = Classifier(Arch(in_channels=c, image_size=h, num_classes=train.num_classes, width=width)).to(device)
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -320,6 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--out", default=None, help="exact folder (or URI) for <key>.pt/.json (default: the cache)")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--width", type=int, default=Arch.width, help="channels of the first conv layer")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     t.add_argument("--source", default="", help="data.source: folder or URI holding the official files")
     t.add_argument("--cache-dir", default="", help="data.cache_dir")
@@ -335,8 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dataset not in IMAGE_DATASETS:
             raise ConfigError(f"--dataset: unknown image dataset {args.dataset!r}; allowed: {', '.join(IMAGE_DATASETS)}")
-        if args.epochs < 1:
-            raise ConfigError(f"--epochs: must be >= 1 (got {args.epochs})")
+        if args.epochs < 1 or args.width < 1:
+            raise ConfigError(f"--epochs and --width: must be >= 1 (got {args.epochs}, {args.width})")
         for flag, uri in (("--storage", args.storage), ("--out", args.out), ("--source", args.source)):
             if uri:
                 errs = check_storage_uri(uri, flag)
@@ -346,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         data_cfg = DataConfig(dataset=args.dataset, source=args.source, cache_dir=args.cache_dir)
         key = classifier_key(args.dataset)
         out = args.out or (storage_folder(args.storage) if args.storage else cache_folder(data_cfg))
-        model, info = train_classifier(args.dataset, data_cfg=data_cfg, epochs=args.epochs, seed=args.seed)
+        model, info = train_classifier(args.dataset, data_cfg=data_cfg, epochs=args.epochs, seed=args.seed, width=args.width)
         info["command"] = "ganray classifier " + " ".join(sys.argv[1:] if argv is None else argv)
         where = save_classifier(model, info, out, key)
     except (ConfigError, DataError, StorageError) as e:

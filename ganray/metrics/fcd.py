@@ -37,7 +37,7 @@ def _sqrt_sigma_real(ref: Reference) -> torch.Tensor:
     return ref.cache["sqrt_sigma_real"]
 
 
-@register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_features=True)
+@register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_real_features=True)
 def fcd(inp: MetricInputs) -> dict[str, float]:
     f = inp.labelled.features.double()  # [N, d]
     if f.shape[0] < 2:

@@ -78,7 +78,7 @@ class Reference:
 
     dataset: str
     kind: str  # image | stacked | 2d
-    num_modes: int  # K: classes (stacked: 1000, 2d: mixture modes)
+    num_modes: int  # K: classes (stacked: 1000, 2d: mixture modes; a class subset: its size)
     real_sample: Tensor | None = None  # up to `diversity_n` real samples (data space, CPU)
     classifier: Classifier | None = None
     classifier_info: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +87,7 @@ class Reference:
     sigma_real: Tensor | None = None  # float64 [d, d]
     real_radii: Tensor | None = None  # [N_r]: NND_k of real features
     prdc_k: int = 5
+    classes: Tensor | None = None  # images trained on a class subset (data.classes): those labels
     means: Tensor | None = None  # 2d: [K, 2]
     sigma: float = 0.0  # 2d: σ of every mode
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -99,16 +100,23 @@ class Reference:
         real_x: Tensor,
         *,
         classifier: tuple[Classifier, dict[str, Any]] | None,
-        num_classes: int,
+        num_modes: int,
+        classes: Tensor | None = None,
         means: Tensor | None = None,
         sigma: float = 0.0,
         max_real: int = 10_000,
         prdc_k: int = 5,
+        real_features: bool = True,
         diversity_n: int = 1000,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> "Reference":
-        """Cache the statistics of real samples `real_x` ([N, C, H, W] in [-1, 1] or [N, 2])."""
+        """Cache the statistics of real samples `real_x` ([N, C, H, W] in [-1, 1] or [N, 2]).
+
+        num_modes: classes of the dataset (stacked-mnist: 1000); `classes`: the labels present
+        when the data is a class subset (then coverage and KL are over those classes only);
+        real_features: compute the real features, their Gaussian fit and k-NN radii (FCD, PRDC).
+        """
         device = torch.device(device)
         kind = data_kind(dataset)
         g = torch.Generator().manual_seed(seed)
@@ -120,10 +128,13 @@ class Reference:
                 raise ValueError(f"{dataset}: 2D reference needs the mixture means")
             ref.num_modes, ref.means, ref.sigma = means.shape[0], means.float(), float(sigma)
             return ref
-        ref.num_modes = num_classes ** STACKED_CHANNELS if kind == STACKED else num_classes
+        ref.num_modes = num_modes
+        if classes is not None and kind == IMAGE:
+            ref.classes, ref.num_modes = classes.long().sort().values, int(classes.numel())
         if classifier is not None:
             model, info = classifier
             ref.classifier, ref.classifier_info = model.to(device).eval(), info
+        if classifier is not None and real_features:
             feats = classify(ref.classifier, real_x, kind).features.double()  # [N_r, d]
             # Gaussian fit of the real features: μ_r = mean, Σ_r = unbiased covariance
             ref.mu_real = feats.mean(0)

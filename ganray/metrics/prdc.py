@@ -50,7 +50,7 @@ def compute_prdc(real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tenso
     }
 
 
-@register_metric(signals=("precision", "recall", "density", "coverage"), kinds=IMAGE_KINDS, needs_features=True)
+@register_metric(signals=("precision", "recall", "density", "coverage"), kinds=IMAGE_KINDS, needs_real_features=True)
 def prdc(inp: MetricInputs) -> dict[str, float]:
     ref = inp.ref
     k = ref.prdc_k

@@ -1,0 +1,269 @@
+"""The collapse verdict: healthy | partial_collapse | collapsed | garbage | diverged, from numbers.
+
+`Evaluator` is what the training loop calls on rank 0 every `eval_every` steps (and what
+`ganray eval` calls once): it caches the reference statistics of the real data, runs the
+configured metrics, and `judge` turns the numbers into a verdict with reasons that quote them.
+
+Precedence, most severe first (every finding is listed in the reasons, the verdict is the
+first that applies):
+  diverged          non-finite samples, or NaN/inf in the loop's logged statistics
+  collapsed         ≥ eval.duplicate_collapsed of the samples are near-copies of another
+                    (one image repeated, a constant generator) — whatever they look like
+  garbage           precision < eval.precision_garbage (images: samples lie outside the real
+                    feature manifold) or high-quality share < eval.hq_garbage (2D)
+  collapsed         modes covered ≤ eval.coverage_collapsed of what a uniform sample covers
+  partial_collapse  modes covered < eval.coverage_partial of that, KL to uniform (less its
+                    (K−1)/2n small-sample bias) > eval.kl_partial, or ≥ eval.duplicate_partial near-copies
+  healthy           none of the above
+Advisory reasons (no verdict of their own): fixed-z flip rate, flat losses or D accuracy,
+BEGAN's M_global rising.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ganray.config import Config, ConfigError, EvalConfig
+from ganray.data import Dataset
+from ganray.metrics import IMAGE, POINTS, STACKED, data_kind, get_metric
+from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
+from ganray.metrics.mixture_coverage import HQ_SIGMAS
+from ganray.metrics.prdc import expected_coverage
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
+# P(‖ε‖ ≤ 3σ) for a 2D isotropic Gaussian: 1 − exp(−9/2)
+HQ_PROBABILITY = 1.0 - math.exp(-(HQ_SIGMAS**2) / 2)
+
+# Finding ranks: the verdict is the lowest rank found.
+_RANK = {"diverged": 0, "collapsed_copies": 1, "garbage": 2, "collapsed": 3, "partial_collapse": 4}
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # flat: classes_covered, kl_uniform, fcd, precision, ...
+    verdict: str  # healthy | partial_collapse | collapsed | garbage | diverged
+    reasons: list[str]  # quote the numbers
+    first_seen_step: int | None  # step at which the current non-healthy verdict was first seen
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the verdict needs to know besides the numbers."""
+
+    dataset: str
+    kind: str  # image | stacked | 2d
+    num_modes: int  # K
+    n: int  # generated samples
+    n_real: int = 0  # real samples in the PRDC reference
+    prdc_k: int = 5
+
+
+@dataclass
+class _Findings:
+    items: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, verdict, reason)
+    notes: list[str] = field(default_factory=list)  # advisory
+
+    def add(self, key: str, reason: str) -> None:
+        verdict = "collapsed" if key == "collapsed_copies" else key
+        self.items.append((_RANK[key], verdict, reason))
+
+
+def _n(x: float) -> str:
+    return f"{int(round(x)):,}"
+
+
+def expected_covered(s: Setting) -> float:
+    """Modes a sample of s.n from the true distribution would cover, by the metric's own rule."""
+    if s.kind == STACKED:  # a mode counts with ≥ 1 sample
+        return expected_modes_covered(s.n, s.num_modes)
+    if s.kind == POINTS:  # ≥ 1 high-quality sample; each sample is high quality with P(3σ)
+        return expected_modes_covered(round(s.n * HQ_PROBABILITY), s.num_modes)
+    return float(s.num_modes)  # images: ≥ 10% of the uniform share, met by every class of a uniform sample
+
+
+def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
+    key, kl_key = ("modes_covered", "reverse_kl") if s.kind == POINTS else ("classes_covered", "kl_uniform")
+    if key not in m:
+        return
+    covered, K = m[key], s.num_modes
+    expected = expected_covered(s)
+    ratio = covered / expected if expected > 0 else 0.0
+    what = "modes" if s.kind != IMAGE else "classes"
+    if s.kind == IMAGE and "covered_share" in m:
+        text = f"{_n(covered)} of {K} {what} hold {m['covered_share']:.0%} of {_n(s.n)} samples"
+    elif s.kind == POINTS:
+        text = f"{_n(covered)} of {K} {what} covered by {_n(s.n)} samples"
+    else:
+        text = f"{_n(covered)} of {K} {what} covered by {_n(s.n)} samples (a uniform sample covers {expected:,.0f})"
+    kl = m.get(kl_key)
+    # Miller–Madow: E[KL(p̂‖U)] ≈ KL(p‖U) + (K − 1)/(2n) for a histogram of n samples
+    kl_excess = kl - (K - 1) / (2 * s.n) if kl is not None else None
+    if kl is not None:
+        text += f"; KL to uniform {kl:.2f} nats"
+    if ratio <= th.coverage_collapsed:
+        f.add("collapsed", text)
+    elif ratio < th.coverage_partial:
+        f.add("partial_collapse", text)
+    elif kl_excess is not None and kl_excess > th.kl_partial:
+        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {(K - 1) / (2 * s.n):.3f} small-sample bias)")
+    else:
+        f.notes.append(text)
+
+
+def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
+    if "duplicate_share" not in m:
+        return
+    dup, spread = m["duplicate_share"], m.get("spread_ratio", float("nan"))
+    text = (f"{dup:.0%} of {_n(min(n, 1000))} samples are near-copies of another sample (real data: 1%); "
+            f"their spread is {spread:.2f}x the real data's")
+    if dup >= th.duplicate_collapsed:
+        f.add("collapsed_copies", text)
+    elif dup >= th.duplicate_partial:
+        f.add("partial_collapse", text)
+
+
+def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
+    if s.kind == POINTS:
+        if "hq_share" in m and m["hq_share"] < th.hq_garbage:
+            f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
+                             f"(a perfect generator: {HQ_PROBABILITY:.1%})")
+        return
+    if "precision" in m:
+        text = (f"precision {m['precision']:.2f}: {m['precision']:.0%} of samples fall inside the real data's "
+                f"feature manifold (density {m.get('density', float('nan')):.2f}")
+        text += f", FCD {m['fcd']:.1f})" if "fcd" in m else ")"
+        if m["precision"] < th.precision_garbage:
+            f.add("garbage", text)
+    elif "mean_confidence" in m and m["mean_confidence"] < th.confidence_garbage:
+        f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}")
+
+
+def _prdc_note(m: dict[str, float], s: Setting, f: _Findings) -> None:
+    if "coverage" in m and s.n_real > s.prdc_k:
+        exp = expected_coverage(s.n_real, s.n, s.prdc_k)
+        f.notes.append(f"PRDC coverage {m['coverage']:.2f} (identical distributions: {exp:.2f}), recall "
+                       f"{m.get('recall', float('nan')):.2f}")
+
+
+def _advisory(m: dict[str, float], th: EvalConfig, f: _Findings) -> None:
+    if m.get("fixed_z_flip_rate", 0.0) >= th.flip_rate_warn:
+        f.notes.append(f"{m['fixed_z_flip_rate']:.0%} of the fixed-z samples changed class since the last evaluation")
+    flat = [k for k in ("loss_D", "loss_G") if m.get(f"{k}_rel_range", float("inf")) < th.flat_rel_range]
+    if flat:
+        ranges = ", ".join(f"{k} {m[f'{k}_rel_range']:.2%}" for k in flat)
+        f.notes.append(f"flat over the last {th.flat_window} logs: {ranges} relative range")
+    if m.get("d_acc_range", float("inf")) < th.flat_rel_range:
+        f.notes.append(f"D accuracy flat at {m.get('d_acc_mean', float('nan')):.2f} over the last {th.flat_window} logs")
+    if m.get("m_global_trend", 0.0) > th.m_global_rise:
+        f.notes.append(f"BEGAN M_global rose {m['m_global_trend']:.0%} over the last {th.flat_window} logs")
+
+
+def judge(m: dict[str, float], s: Setting, th: EvalConfig) -> tuple[str, list[str]]:
+    """(verdict, reasons) from a flat metrics dict."""
+    f = _Findings()
+    if m.get("nonfinite_stats", 0.0) > 0:
+        f.add("diverged", f"{int(m['nonfinite_stats'])} logged training entries hold NaN or inf")
+    _copies(m, th, f, s.n)
+    _garbage(m, s, th, f)
+    _coverage(m, s, th, f)
+    _prdc_note(m, s, f)
+    _advisory(m, th, f)
+    if not f.items:
+        return "healthy", f.notes
+    f.items.sort(key=lambda t: t[0])
+    return f.items[0][1], [r for _, _, r in f.items] + f.notes
+
+
+class Evaluator:
+    """Caches the reference statistics of `real` once; each call scores one batch of samples."""
+
+    def __init__(self, cfg: Config, real: Dataset, device: torch.device | str = "cpu"):
+        from ganray.metrics.classifier import reference_classifier  # noqa: PLC0415
+
+        self.cfg, self.th = cfg, cfg.eval
+        self.kind = data_kind(cfg.data.dataset)
+        if (self.kind == POINTS) != (not real.is_image):
+            raise ConfigError(f"data.dataset: {cfg.data.dataset} is {self.kind} data, but the real samples have shape "
+                              f"{tuple(real.shape)}")
+        chosen = [get_metric(name) for name in cfg.eval.metrics]
+        self.metrics = [m for m in chosen if self.kind in m.kinds]
+        skipped = [m.name for m in chosen if self.kind not in m.kinds]
+        if skipped:
+            log.info("metrics not applicable to %s, skipped: %s", cfg.data.dataset, ", ".join(skipped))
+        needs_classifier = self.kind != POINTS and any(m.needs_features for m in self.metrics)
+        classifier = reference_classifier(cfg.data, cfg.storage.uri) if needs_classifier else None
+        if classifier is not None:
+            want = 10 if self.kind == STACKED else real.num_classes
+            if classifier[0].arch.num_classes != want:
+                raise ConfigError(f"data.dataset: the {cfg.data.dataset} classifier has "
+                                  f"{classifier[0].arch.num_classes} classes, the data {want}")
+        means, sigma = (real.extra.get("means"), real.extra.get("sigma", 0.0)) if self.kind == POINTS else (None, 0.0)
+        if self.kind == POINTS and means is None:
+            from ganray.data.mixtures import mixture_spec  # noqa: PLC0415
+
+            means, sigma = mixture_spec(cfg.data.dataset)
+        classes = None
+        if self.kind == IMAGE:  # trained on a class subset (data.classes): judge against those classes
+            present = torch.unique(real.y)
+            classes = present if present.numel() < real.num_classes else None
+        t0 = time.time()
+        self.ref = Reference.build(
+            cfg.data.dataset, real.x, classifier=classifier, num_modes=real.num_classes, classes=classes,
+            means=means, sigma=sigma, real_features=any(m.needs_real_features for m in self.metrics),
+            max_real=cfg.eval.n_real, prdc_k=cfg.eval.prdc_k, seed=cfg.experiment.seed, device=device,
+        )
+        log.info("evaluator for %s ready in %.1f s: %s", cfg.data.dataset, time.time() - t0,
+                 ", ".join(m.name for m in self.metrics))
+        self.state: dict[str, Any] = {}
+        self._last_verdict: str | None = None
+        self._first_seen: int | None = None
+
+    def setting(self, n: int) -> Setting:
+        n_real = 0 if self.ref.real_features is None else int(self.ref.real_features.shape[0])
+        return Setting(self.cfg.data.dataset, self.kind, self.ref.num_modes, n, n_real, self.ref.prdc_k)
+
+    def _track(self, verdict: str, step: int) -> int | None:
+        if verdict == "healthy":
+            self._first_seen = None
+        elif verdict != self._last_verdict or self._first_seen is None:
+            self._first_seen = step
+        self._last_verdict = verdict
+        return self._first_seen
+
+    def __call__(self, samples: Tensor, fixed_samples: Tensor | None, step: int,
+                 history: list[dict[str, float]] | None = None) -> EvalResult:
+        t0 = time.time()
+        x = samples.detach().float().cpu()
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+        if bool(bad.any()):
+            share = float(bad.float().mean())
+            reason = f"{int(bad.sum()):,} of {x.shape[0]:,} generated samples hold NaN or inf"
+            return EvalResult({"nonfinite_samples": share}, "diverged", [reason], self._track("diverged", step))
+        fixed = fixed_samples.detach().float().cpu() if fixed_samples is not None else None
+        inp = MetricInputs(x, self.ref, fixed, list(history or []), self.state,
+                           flat_window=self.th.flat_window, seed=self.cfg.experiment.seed)
+        metrics: dict[str, float] = {}
+        for metric in self.metrics:
+            metrics.update(metric.fn(inp))
+        verdict, reasons = judge(metrics, self.setting(x.shape[0]), self.th)
+        log.debug("evaluation at step %d took %.2f s", step, time.time() - t0)
+        return EvalResult(metrics, verdict, reasons, self._track(verdict, step))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the flip rate and first-seen step."""
+        return {"state": dict(self.state), "last_verdict": self._last_verdict, "first_seen": self._first_seen}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.state = dict(d.get("state", {}))
+        self._last_verdict, self._first_seen = d.get("last_verdict"), d.get("first_seen")

@@ -1,0 +1,190 @@
+"""`ganray eval`: metrics and a collapse verdict for a file of samples or for a checkpoint.
+
+    ganray eval SAMPLES.npy --dataset D [--json]     float array in [-1, 1]: N x C x H x W, or N x 2 (2D data)
+    ganray eval CHECKPOINT [--n 10000] [--json]      generates with G_ema when the checkpoint has one
+
+Also `python -m ganray.evaluate ...`. `--json` prints one object:
+{"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}.
+Exit codes: 0 done (whatever the verdict), 2 bad input (missing or malformed file, wrong shape
+or value range, unknown dataset, unreadable checkpoint), 1 failure while evaluating.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganray.config import DATASETS, Config, ConfigError, from_dict, parse_overrides
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+RANGE_TOLERANCE = 1e-3  # images may overshoot [-1, 1] by float rounding, no more
+MIN_SAMPLES = 10
+# Default sample counts: the stacked-MNIST paper protocol, PacGAN's 2D protocol, else 10,000.
+DEFAULT_N = {"stacked-mnist": 26_000, "ring8": 2_500, "grid25": 2_500}
+
+
+class BadInput(ValueError):
+    """Anything wrong with what the user gave: exit code 2."""
+
+
+def default_n(dataset: str) -> int:
+    return DEFAULT_N.get(dataset, 10_000)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ganray eval",
+        description="Score generated samples (.npy) or a checkpoint: collapse metrics and a verdict.",
+    )
+    p.add_argument("source", help="SAMPLES.npy (with --dataset) or a checkpoint file / folder / s3:// gs:// URI")
+    p.add_argument("--dataset", default=None, help=f"dataset of SAMPLES.npy: {', '.join(DATASETS)}")
+    p.add_argument("--n", type=int, default=None,
+                   help="checkpoint: samples to generate (default 10,000; stacked-mnist 26,000; 2D 2,500)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--storage", default=None, help="storage URI holding classifiers/ (default: the config's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. eval.kl_partial=0.2 or data.source=gs://bucket/mnist")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (checkpoint)")
+    return p
+
+
+def load_samples(path: str) -> np.ndarray:
+    """The float array in a .npy file, or BadInput naming what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{path}: file not found")
+    with open(p, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise BadInput(f"{path}: not a .npy file (no NUMPY header); save samples with numpy.save")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise BadInput(f"{path}: not a readable .npy array ({e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise BadInput(f"{path}: expected one array, got {type(arr).__name__}")
+    if arr.dtype.kind != "f":
+        raise BadInput(f"{path}: expected a float array in [-1, 1], got dtype {arr.dtype} "
+                       "(scale uint8 pixels with x / 127.5 - 1)")
+    return arr
+
+
+def check_samples(arr: np.ndarray, dataset: str, shape: tuple[int, ...], path: str) -> torch.Tensor:
+    """Shape (N, *shape) and range checks; the samples as float32 [N, ...]."""
+    two_d = len(shape) == 1
+    want = "N x 2" if two_d else "N x " + " x ".join(map(str, shape))
+    if arr.ndim != len(shape) + 1 or tuple(arr.shape[1:]) != tuple(shape):
+        raise BadInput(f"{path}: shape {tuple(arr.shape)} does not fit {dataset}: expected {want}")
+    if arr.shape[0] < MIN_SAMPLES:
+        raise BadInput(f"{path}: {arr.shape[0]} samples; need at least {MIN_SAMPLES}")
+    if not np.isfinite(arr).all():
+        raise BadInput(f"{path}: {int((~np.isfinite(arr)).sum()):,} values are NaN or inf")
+    lo, hi = float(arr.min()), float(arr.max())
+    if not two_d and (lo < -1 - RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE):
+        raise BadInput(f"{path}: values span [{lo:.3g}, {hi:.3g}]; images must be in [-1, 1] "
+                       "(x / 127.5 - 1 for 0..255 pixels, 2x - 1 for [0, 1])")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def _with_overrides(cfg: Config, overrides: list[str], storage: str | None) -> Config:
+    ov = parse_overrides(overrides)
+    if storage:
+        ov["storage.uri"] = storage
+    return cfg.replace(**ov) if ov else cfg
+
+
+def _real(cfg: Config):
+    from ganray.data import load_dataset  # noqa: PLC0415
+
+    return load_dataset(cfg.data, "train")
+
+
+def evaluate_array(x: torch.Tensor, cfg: Config, real=None) -> dict[str, Any]:
+    """The JSON payload for samples x of cfg.data.dataset."""
+    from ganray.collapse import Evaluator  # noqa: PLC0415
+
+    real = real if real is not None else _real(cfg)
+    res = Evaluator(cfg, real, "cpu")(x, None, 0, [])
+    metrics = {k: (v if math.isfinite(v) else None) for k, v in res.metrics.items()}  # JSON has no NaN
+    return {"dataset": cfg.data.dataset, "n": int(x.shape[0]), "metrics": metrics, "verdict": res.verdict,
+            "reasons": res.reasons}
+
+
+def eval_samples(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.dataset:
+        raise BadInput("--dataset is required with a samples file (e.g. --dataset mnist5k)")
+    if args.dataset not in DATASETS:
+        raise BadInput(f"--dataset: unknown dataset {args.dataset!r}; allowed: {', '.join(DATASETS)}")
+    if args.n is not None:
+        raise BadInput("--n applies to checkpoints; a samples file is scored whole")
+    arr = load_samples(args.source)
+    cfg = _with_overrides(from_dict({"data": {"dataset": args.dataset}}), args.overrides, args.storage)
+    real = _real(cfg)
+    x = check_samples(arr, args.dataset, real.shape, args.source)
+    return evaluate_array(x, cfg, real)
+
+
+def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
+    from ganray import checkpoint  # noqa: PLC0415
+    from ganray.loop import generate  # noqa: PLC0415
+    from ganray.models import build_generator  # noqa: PLC0415
+
+    state = checkpoint.load(args.source)
+    cfg = _with_overrides(checkpoint.config_of(state), args.overrides, args.storage)
+    if args.dataset and args.dataset != cfg.data.dataset:
+        raise BadInput(f"--dataset {args.dataset}: the checkpoint was trained on {cfg.data.dataset}")
+    n = args.n if args.n is not None else default_n(cfg.data.dataset)
+    if n < MIN_SAMPLES:
+        raise BadInput(f"--n: need at least {MIN_SAMPLES} samples (got {n})")
+    real = _real(cfg)
+    G = build_generator(cfg.model, real.shape)
+    use_ema = state.get("G_ema") is not None
+    try:
+        G.load_state_dict(state["G_ema"] if use_ema else state["G"])
+    except (RuntimeError, KeyError) as e:
+        raise BadInput(f"{args.source}: generator weights do not fit the checkpoint's config ({e})") from None
+    log.info("generating %d samples with %s from step %s", n, "G_ema" if use_ema else "G", state.get("step"))
+    x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=args.seed)
+    return evaluate_array(x, cfg, real)
+
+
+def format_text(payload: dict[str, Any]) -> str:
+    lines = [f"{payload['dataset']}: {payload['n']:,} samples -> {payload['verdict']}"]
+    lines += [f"  - {r}" for r in payload["reasons"]]
+    width = max((len(k) for k in payload["metrics"]), default=0)
+    for k, v in payload["metrics"].items():
+        lines.append(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from ganray.checkpoint import CheckpointError  # noqa: PLC0415
+    from ganray.data import DataError  # noqa: PLC0415
+    from ganray.storage import StorageError  # noqa: PLC0415
+
+    try:
+        torch.set_num_threads(min(torch.get_num_threads(), 4))
+        is_npy = args.source.endswith(".npy")
+        payload = eval_samples(args) if is_npy else eval_checkpoint(args)
+    except (BadInput, ConfigError, DataError, CheckpointError, StorageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(payload))
+    else:
+        print(format_text(payload))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
