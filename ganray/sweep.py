@@ -160,7 +160,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="step", metric=cfg.sweep.asha_metric, mode=cfg.sweep.asha_mode,
             max_t=cfg.train.steps, grace_period=max(cfg.train.eval_every, 1))
-    max_conc = cfg.sweep.max_concurrent_trials or _concurrency(cfg)
+    max_conc = cfg.sweep.max_concurrent_trials or _concurrency(cfg, len(points))
     restore_uri = storage.join(exp_uri, "tune", "tune")
     if tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs):
         log.info("resuming the sweep stored at %s: finished trials are kept", restore_uri)
@@ -189,16 +189,20 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     return exp_uri
 
 
-def _concurrency(cfg: Config) -> int:
+def _concurrency(cfg: Config, n_trials: int) -> int:
+    """Trials that fit the cluster's resources now. A GPU cluster that autoscales from zero
+    shows no GPUs (or only its CPU head) at the start: then every trial is let in and the
+    autoscaler adds nodes for the pending ones."""
     import ray
 
     res = ray.cluster_resources()
     sc = cfg.scaling
-    by_cpu = int(res.get("CPU", 1) // (sc.cpus_per_worker * sc.num_workers)) or 1
+    if sc.use_gpu and not res.get("GPU"):
+        return n_trials
+    by_cpu = int(res.get("CPU", 0) // (sc.cpus_per_worker * sc.num_workers))
     if sc.use_gpu:
-        by_gpu = int(res.get("GPU", 0) // (sc.gpus_per_worker * sc.num_workers)) or 1
-        return max(1, min(by_cpu, by_gpu))
-    return max(1, by_cpu)
+        by_cpu = min(by_cpu or n_trials, int(res["GPU"] // (sc.gpus_per_worker * sc.num_workers)))
+    return max(1, min(by_cpu, n_trials))
 
 
 def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", defaults: dict | None = None) -> int:

@@ -1,11 +1,11 @@
 """Ray Train with a real local Ray: 2 CPU DDP workers train a tiny DCGAN on mnist5k."""
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import threading
+import time
 
 import pytest
+from _raytools import kill_one_train_worker, rank_recorder, ray_local, read_records  # noqa: F401
 
 from ganray.config import load
 
@@ -16,38 +16,14 @@ TINY = ["model.width=0.125", "train.batch_size=8", "train.steps=6", "train.log_e
         "experiment.name=ddp"]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield ray
-    ray.shutdown()
-
-
-class RankRecorder:
-    """A Ray Train UserCallback (runs in the controller) that appends every rank's metrics to a file."""
-
-    def __new__(cls, path: str):
-        from ray.train.v2.api.callback import UserCallback
-
-        class _Recorder(UserCallback):
-            def after_report(self, run_context, metrics, checkpoint):
-                with open(path, "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-
-        return _Recorder()
-
-
 def test_two_cpu_workers_ddp(ray_local, tmp_path):
     from ganray.distributed import make_trainer
 
     cfg = load(None, [*TINY, f"storage.uri={tmp_path / 'store'}", "scaling.num_workers=2"])
     record = tmp_path / "ranks.jsonl"
-    result = make_trainer(cfg, "t0", callbacks=[RankRecorder(str(record))]).fit()
+    result = make_trainer(cfg, "t0", callbacks=[rank_recorder(str(record))]).fit()
     assert result.error is None
-    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    rows = read_records(record)
     assert len(rows) == 2  # reports at steps 3 and 6
     for per_rank in rows:
         r0, r1 = per_rank
@@ -64,3 +40,36 @@ def test_two_cpu_workers_ddp(ray_local, tmp_path):
     assert (trial / "checkpoint_000006" / "checkpoint.pt").is_file()
     assert (trial / "metrics.jsonl").is_file()
     assert result.metrics["step"] == 6
+
+
+def test_killed_worker_resumes_from_latest_checkpoint(ray_local, tmp_path):
+    """Kill one Ray Train worker process mid-run: the run restarts from its latest checkpoint,
+    loses at most one checkpoint interval, and ends at the right step."""
+    from ganray.distributed import make_trainer
+
+    every = 10
+    cfg = load(None, [*TINY, f"storage.uri={tmp_path / 'store'}", "scaling.num_workers=2", "train.steps=60",
+                      "train.log_every=5", "train.eval_every=5", "train.sample_every=30",
+                      f"train.checkpoint_every={every}", "scaling.max_failures=2"])
+    record = tmp_path / "ranks.jsonl"
+    trial = tmp_path / "store" / "ddp" / "trials" / "ft"
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", make_trainer(
+        cfg, "ft", callbacks=[rank_recorder(str(record))]).fit()))
+    t.start()
+    deadline = time.time() + 240
+    while not (trial / "checkpoint_000020").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert (trial / "checkpoint_000020").exists(), "no checkpoint appeared"
+    killed_after = max(r[0]["step"] for r in read_records(record))
+    kill_one_train_worker()
+    t.join(timeout=300)
+    result = out["r"]
+    assert result.error is None
+    assert result.metrics["step"] == 60
+    steps = [r[0]["step"] for r in read_records(record)]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    resumed_from = steps[restart] - cfg.train.log_every
+    assert killed_after - resumed_from <= every, (steps, killed_after)
+    assert resumed_from >= 20
+    assert steps[-1] == 60

@@ -185,7 +185,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         log.info("classifier %s epoch %d/%d: loss %.4f", dataset, epoch + 1, epochs, total / len(train))
     model = model.cpu().eval()
     info = {
