@@ -9,8 +9,8 @@ first that applies):
   diverged          non-finite samples, or NaN/inf in the loop's logged statistics
   collapsed         ≥ eval.duplicate_collapsed of the samples are near-copies of another
                     (one image repeated, a constant generator) — whatever they look like
-  garbage           precision < eval.precision_garbage (images: samples lie outside the real
-                    feature manifold) or high-quality share < eval.hq_garbage (2D)
+  garbage           near_real_share < eval.near_real_garbage (images: samples lie away from the
+                    real features) or high-quality share < eval.hq_garbage (2D)
   collapsed         modes covered ≤ eval.coverage_collapsed of what a uniform sample covers
   partial_collapse  modes covered < eval.coverage_partial of that, KL to uniform (less its
                     (K−1)/2n small-sample bias) > eval.kl_partial, or ≥ eval.duplicate_partial near-copies
@@ -139,12 +139,12 @@ def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> N
             f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
                              f"(a perfect generator: {HQ_PROBABILITY:.1%})")
         return
-    if "precision" in m:
-        text = (f"precision {m['precision']:.2f}: {m['precision']:.0%} of samples fall inside the real data's "
-                f"feature manifold (density {m.get('density', float('nan')):.2f}")
-        text += f", FCD {m['fcd']:.1f})" if "fcd" in m else ")"
-        if m["precision"] < th.precision_garbage:
-            f.add("garbage", text)
+    if "near_real_share" in m:
+        if m["near_real_share"] < th.near_real_garbage:
+            text = (f"only {m['near_real_share']:.0%} of samples lie as near the real data (classifier features) "
+                    "as 95% of real samples do")
+            extra = [f"{k} {m[k]:.{p}f}" for k, p in (("fcd", 1), ("density", 2)) if k in m]
+            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""))
     elif "mean_confidence" in m and m["mean_confidence"] < th.confidence_garbage:
         f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}")
 
@@ -199,6 +199,9 @@ class Evaluator:
         chosen = [get_metric(name) for name in cfg.eval.metrics]
         self.metrics = [m for m in chosen if self.kind in m.kinds]
         skipped = [m.name for m in chosen if self.kind not in m.kinds]
+        if not self.metrics:
+            raise ConfigError(f"eval.metrics: none of {list(cfg.eval.metrics)} applies to {cfg.data.dataset} "
+                              f"({self.kind} data)")
         if skipped:
             log.info("metrics not applicable to %s, skipped: %s", cfg.data.dataset, ", ".join(skipped))
         needs_classifier = self.kind != POINTS and any(m.needs_features for m in self.metrics)

@@ -145,7 +145,8 @@ class EvalConfig:
     n: int = _f(2000, ge=1, doc="generated samples per evaluation (stacked-mnist paper protocol: 26000)")
     n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
     metrics: tuple[str, ...] = _f(
-        ("class_coverage", "mixture_coverage", "fcd", "prdc", "fixed_z_flip_rate", "sample_diversity", "training_signals"),
+        ("class_coverage", "mixture_coverage", "fcd", "prdc", "near_real", "fixed_z_flip_rate", "sample_diversity",
+         "training_signals"),
         doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) are skipped",
     )
     n_real: int = _f(10000, ge=10, doc="real samples in the cached reference statistics (FCD, PRDC)")
@@ -158,8 +159,10 @@ class EvalConfig:
         0.1, ge=0, doc="partial_collapse above this KL(p||uniform) in nats, after the (K-1)/2n small-sample bias")
     duplicate_partial: float = _f(0.2, ge=0, le=1, doc="partial_collapse at or above this share of near-copies")
     duplicate_collapsed: float = _f(0.5, ge=0, le=1, doc="collapsed at or above this share of near-copies")
-    precision_garbage: float = _f(0.2, ge=0, le=1, doc="garbage below this precision (images)")
-    confidence_garbage: float = _f(0.5, ge=0, le=1, doc="garbage below this mean classifier confidence, when prdc is off")
+    near_real_garbage: float = _f(
+        0.5, ge=0, le=1, doc="garbage below this share of samples as near the real features as real ones are (images)")
+    confidence_garbage: float = _f(
+        0.5, ge=0, le=1, doc="garbage below this mean classifier confidence, when near_real is off")
     hq_garbage: float = _f(0.1, ge=0, le=1, doc="garbage below this share of samples within 3 sigma of a mode (2D)")
     flip_rate_warn: float = _f(0.5, ge=0, le=1, doc="a reason (not a verdict) at or above this fixed-z flip rate")
     flat_window: int = _f(10, ge=2, doc="training signals: the last this-many logged entries")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganray.config import DATASETS, Config, ConfigError, from_dict, parse_overrides
+from ganray.config import DATASETS, Config, ConfigError, EvalConfig, from_dict, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,10 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     from ganray.models import build_generator  # noqa: PLC0415
 
     state = checkpoint.load(args.source)
-    cfg = _with_overrides(checkpoint.config_of(state), args.overrides, args.storage)
+    cfg = checkpoint.config_of(state)
+    if not cfg.eval.metrics:  # the run evaluated nothing; scoring it is what was asked for
+        cfg = cfg.replace(**{"eval.metrics": list(EvalConfig().metrics)})
+    cfg = _with_overrides(cfg, args.overrides, args.storage)
     if args.dataset and args.dataset != cfg.data.dataset:
         raise BadInput(f"--dataset {args.dataset}: the checkpoint was trained on {cfg.data.dataset}")
     n = args.n if args.n is not None else default_n(cfg.data.dataset)

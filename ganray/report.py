@@ -39,7 +39,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import pyarrow.fs as pafs
 import yaml
 
 from ganray import storage
@@ -223,32 +222,16 @@ def _read_text(uri: str) -> str:
     return storage.read_bytes(uri).decode("utf-8")
 
 
-def _list_tree(uri: str) -> list[pafs.FileInfo] | None:
-    """Every file under `uri` (one recursive listing: a single LIST walk on buckets), or None
-    when `uri` does not exist."""
-    fs, path = storage.filesystem(uri)
-    try:
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
-            return None
-        return [i for i in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if i.type == pafs.FileType.File]
-    except OSError as e:
-        raise storage.StorageError(f"{uri}: cannot list ({e})") from None
-
-
-def _trial_files(trials_uri: str) -> dict[str, dict[str, pafs.FileInfo]]:
-    """{trial: {path relative to the trial folder: file info}} for every trial folder."""
-    infos = _list_tree(trials_uri)
-    if infos is None:
-        return {}
-    _, base = storage.filesystem(trials_uri)
-    base = base.rstrip("/") + "/"
-    out: dict[str, dict[str, pafs.FileInfo]] = {}
-    for info in infos:
-        if not info.path.startswith(base):
+def _trial_files(trials_uri: str) -> dict[str, set[str]]:
+    """{trial: {paths relative to the trial folder}} from one recursive listing of `trials_uri`."""
+    prefix = trials_uri.rstrip("/") + "/"
+    out: dict[str, set[str]] = {}
+    for uri in storage.list_files(trials_uri):
+        if not uri.startswith(prefix):
             continue
-        trial, _, rel = info.path[len(base):].partition("/")
-        if rel and not trial.startswith((".", "_")):  # skip Ray's hidden bookkeeping
-            out.setdefault(trial, {})[rel] = info
+        trial, _, rel = uri[len(prefix):].partition("/")
+        if rel and not trial.startswith((".", "_")):  # skip hidden bookkeeping folders
+            out.setdefault(trial, set()).add(rel)
     return out
 
 
@@ -284,7 +267,7 @@ def _parse_jsonl(text: str, where: str, notes: list[str]) -> list[dict[str, Any]
     return rows
 
 
-def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_cfg: Config | None) -> Trial:
+def load_trial(exp_uri: str, name: str, files: set[str], sweep_cfg: Config | None) -> Trial:
     """Everything the report needs from one trial folder; problems become notes, never exceptions."""
     uri = storage.join(exp_uri, "trials", name)
     t = Trial(name=name, uri=uri)
@@ -294,7 +277,7 @@ def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_c
         try:
             cfg = from_dict(yaml.safe_load(_read_text(storage.join(uri, "config.yaml"))))
             t.params = _params_from_config(cfg)
-        except (ConfigError, yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        except (ConfigError, yaml.YAMLError, OSError, storage.StorageError, UnicodeDecodeError) as e:
             t.notes.append(f"config.yaml unreadable ({_brief(e)})")
     else:
         t.notes.append("config.yaml missing")
@@ -307,7 +290,7 @@ def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_c
     if "metrics.jsonl" in files:
         try:
             t.history = _parse_jsonl(_read_text(storage.join(uri, "metrics.jsonl")), "metrics.jsonl", t.notes)
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, storage.StorageError, UnicodeDecodeError) as e:
             t.notes.append(f"metrics.jsonl unreadable ({_brief(e)})")
     else:
         t.notes.append("metrics.jsonl missing")
@@ -318,7 +301,7 @@ def load_trial(exp_uri: str, name: str, files: dict[str, pafs.FileInfo], sweep_c
                 t.verdict = v
             else:
                 t.notes.append(f"verdict.json holds no known verdict ({str(v)[:80]})")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, storage.StorageError, UnicodeDecodeError, json.JSONDecodeError) as e:
             t.notes.append(f"verdict.json unreadable ({_brief(e)})")
 
     for rel in files:
@@ -348,8 +331,7 @@ def load_experiment(exp_uri: str) -> Experiment:
     trials_uri = storage.join(exp_uri, "trials")
     files = _trial_files(trials_uri)
     if not files:
-        exists = _list_tree(exp_uri) is not None
-        what = "has no trials" if exists else "does not exist"
+        what = "has no trials" if storage.exists(exp_uri) else "does not exist"
         raise ReportError(f"{exp_uri}: experiment {what} (expected trial folders in {trials_uri}/<trial>/); "
                           "pass <storage>/<experiment>, e.g. ./ganray_results/zdim-mnist-local")
     trials = [load_trial(exp_uri, name, files[name], cfg) for name in sorted(files)]
@@ -514,6 +496,8 @@ def _fmt_metric(v: float | None) -> str:
         return str(v)
     if float(v).is_integer() and abs(v) < 1e6:
         return str(int(v))
+    if abs(v) >= 100:
+        return f"{v:.0f}"
     return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
 
 
@@ -692,8 +676,10 @@ def figure_coverage_fcd(exp: Experiment) -> bytes | None:
             ax.plot(steps, values, linestyle=style, marker="o", markersize=3, color=colour, linewidth=1.4)
             if t.stopped_early:
                 ax.plot(steps[-1], values[-1], marker="X", markersize=10, color=colour, markeredgecolor="black")
-    ax_cov.set_title(f"{cov_key.replace('_', ' ')} (X: stopped early)", fontsize=10)
+    stopped = " (X: stopped early)" if any(t.stopped_early for t in trials) else ""
+    ax_cov.set_title(f"{cov_key.replace('_', ' ')}{stopped}", fontsize=10)
     ax_cov.set_ylabel(cov_key.replace("_", " "))
+    ax_cov.set_ylim(0, max([v for t in trials for v in t.series(t.coverage_key)[1]] + [1]) + 0.5)
     ax_cov.yaxis.get_major_locator().set_params(integer=True)
     ax_fcd.set_title("Fréchet distance in classifier features (lower is better)", fontsize=10)
     ax_fcd.set_ylabel("FCD")
@@ -780,6 +766,11 @@ def figure_verdict_heatmap(exp: Experiment) -> bytes:
             text = t.status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
             if t.stopped_early:
                 text += f"\nstopped at step {t.steps_run}"
+            numbers = [f"{label} {_fmt_metric(t.final(key))}" for key, label in
+                       ((t.coverage_key, "classes" if t.coverage_key == "classes_covered" else "modes"),
+                        ("fcd", "FCD")) if t.final(key) is not None]
+            if numbers:
+                text += "\n" + " · ".join(numbers)
         else:
             counts = Counter(t.verdict_name for t in group)
             text = "\n".join(f"{counts[v]}/{len(group)} {VERDICT_LABEL[v]}" for v in SEVERITY if counts[v])

@@ -314,27 +314,32 @@ def test_cli_writes_the_report_and_prints_where(tmp_path, capsys):
     assert (exp / "report.html").is_file() and len(_csv_rows(exp)) == 3
 
 
-def test_report_on_s3(s3_bucket, tmp_path):
-    """The whole report read from and written to the S3 server (moto) through ganray.storage."""
-    import boto3
-
+@pytest.mark.parametrize("bucket_fixture,server_fixture", [("s3_bucket", "s3_server"), ("gcs_bucket", "gcs_server")])
+def test_report_on_a_bucket(bucket_fixture, server_fixture, request, tmp_path):
+    """The whole report read from and written to a real S3 (moto) / GCS (emulator) server."""
     from ganray import storage
 
+    bucket_uri = request.getfixturevalue(bucket_fixture)
+    server = request.getfixturevalue(server_fixture)
     exp = build_experiment(tmp_path)
-    exp_uri = f"{s3_bucket}/ganray/exp"
-    for f in exp.rglob("*"):
+    exp_uri = f"{bucket_uri}/ganray/exp"
+    for f in sorted(exp.rglob("*")):
         if f.is_file():
             storage.upload_file(str(f), storage.join(exp_uri, f.relative_to(exp).as_posix()))
     html_uri = report.write_report(exp_uri, n_samples=200)
     assert html_uri == f"{exp_uri}/report.html"
 
-    bucket = s3_bucket.removeprefix("s3://")
-    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix="ganray/exp/")["Contents"]}
+    keys = server.objects(bucket_uri.split("://", 1)[1], prefix="ganray/exp/")  # listed by the server's own client
     for name in ("report.md", "report.html", "trials.csv", *(f"figures/{f}" for f in FIGURES)):
-        assert f"ganray/exp/{name}" in keys, name
+        assert keys.get(f"ganray/exp/{name}", 0) > 0, name
     rows = {r["trial"]: r for r in csv.DictReader(io.StringIO(storage.read_bytes(f"{exp_uri}/trials.csv").decode()))}
     assert rows["z1-s0"]["status"] == "collapsed at step 200" and rows["z50-s0"]["verdict"] == "no verdict"
     page = storage.read_bytes(html_uri).decode()
     gif = (exp / "trials" / "z1-s0" / "fixed_z.gif").read_bytes()
     assert base64.b64encode(gif).decode() in page
-    assert "class histogram: 200 samples of G at the step-300 checkpoint" in page  # the checkpoint was read from the bucket
+    assert "class histogram: 200 samples of G at the step-300 checkpoint" in page  # the checkpoint came from the bucket
+
+
+def test_missing_bucket_exits_2(s3_bucket, capsys):
+    assert report.main([f"{s3_bucket}-missing/ganray/exp"]) == 2
+    assert "missing" in capsys.readouterr().err

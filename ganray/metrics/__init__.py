@@ -67,6 +67,7 @@ def _import_all() -> None:
         fcd,
         fixed_z_flip_rate,
         mixture_coverage,
+        near_real,
         prdc,
         sample_diversity,
         training_signals,
@@ -89,6 +90,12 @@ def signal_names(metrics: tuple[str, ...]) -> set[str]:
     """Every scalar key the named metrics can report (unknown names contribute nothing)."""
     _import_all()
     return {s for m in metrics if m in _METRICS for s in _METRICS[m].signals}
+
+
+def applicable_metrics(dataset: str, metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The named metrics that apply to `dataset` (e.g. fcd does not apply to ring8)."""
+    kind = data_kind(dataset)
+    return tuple(m for m in metrics if kind in get_metric(m).kinds)
 
 
 def data_kind(dataset: str) -> str:

@@ -83,6 +83,13 @@ def image_cases() -> list[Case]:
         Case("mnist5k held-out, exact copies (2,000 drawn from 500)", "mnist5k", ("collapsed",),
              lambda g: with_replacement(x, 2000, g)),
         Case("nine digits (no 5s)", "mnist5k", ("partial_collapse",), lambda g: digits_of(x, y, (0, 1, 2, 3, 4, 6, 7, 8, 9))),
+        Case("digit 0 at 2x its share (jittered, 1,100)", "mnist5k", ok,
+             lambda g: torch.cat([jittered(x, 1000, g), jittered(digits_of(x, y, (0,)), 100, g)])),
+        Case("digits 0, 1 at 4x their share (jittered, 1,600)", "mnist5k", ("partial_collapse",),
+             lambda g: torch.cat([jittered(x, 1000, g), jittered(digits_of(x, y, (0, 1)), 600, g)])),
+        Case("a quarter near-copies (375 held-out + 5 copies of 25)", "mnist5k", ("partial_collapse",),
+             lambda g: (lambda p: torch.cat([x[p[:375]], x[p[375:400]].repeat(5, 1, 1, 1)]))(
+                 torch.randperm(len(x), generator=g))),
         Case("three digits (1, 4, 7)", "mnist5k", ("partial_collapse", "collapsed"),
              lambda g: jittered(digits_of(x, y, (1, 4, 7)), 500, g)),
         *[Case(f"one digit ({d}): its 500 mnist5k digits", "mnist5k", ("collapsed",),
@@ -160,14 +167,18 @@ def evaluate_cases(cases: list[Case], seed: int = 0) -> list[tuple[Case, object]
 
 
 COLUMNS = ("classes_covered", "modes_covered", "kl_uniform", "reverse_kl", "hq_share", "fcd", "precision", "recall",
-           "density", "coverage", "spread_ratio", "duplicate_share", "mean_confidence")
+           "density", "coverage", "near_real_share", "spread_ratio", "duplicate_share", "mean_confidence")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}"
 
 
 def table(results) -> str:
     cols = [c for c in COLUMNS if any(c in r.metrics for _, r in results)]
     lines = ["| case | verdict | expected | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
     for case, r in results:
-        cells = [f"{r.metrics[c]:.3g}" if c in r.metrics and not math.isnan(r.metrics[c]) else "" for c in cols]
+        cells = [_fmt(r.metrics[c]) if c in r.metrics and not math.isnan(r.metrics[c]) else "" for c in cols]
         flag = "" if r.verdict in case.expect else " **(!)**"
         lines.append(f"| {case.name} | {r.verdict}{flag} | {' or '.join(case.expect)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -181,13 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     groups = {"image": image_cases, "stacked": stacked_cases, "2d": mixture_cases}
-    cases = [c for k, make in groups.items() if args.only in (None, k) for c in make()]
-    results = evaluate_cases(cases, args.seed)
-    print(table(results))
-    wrong = [c.name for c, r in results if r.verdict not in c.expect]
-    for c, r in results:
-        if r.verdict not in c.expect:
-            print(f"\n{c.name}: {r.verdict}: " + "; ".join(r.reasons), file=sys.stderr)
+    wrong = []
+    for name, make in groups.items():
+        if args.only not in (None, name):
+            continue
+        results = evaluate_cases(make(), args.seed)
+        print(f"\n{name}:\n\n{table(results)}")
+        for c, r in results:
+            if r.verdict not in c.expect:
+                wrong.append(c.name)
+                print(f"\n{c.name}: {r.verdict}: " + "; ".join(r.reasons), file=sys.stderr)
     return 1 if wrong else 0
 
 

@@ -59,17 +59,22 @@ def nearest_mode(points: Tensor, means: Tensor) -> tuple[Tensor, Tensor]:
     return idx, dist.float()
 
 
-def knn_radii(features: Tensor, k: int, chunk: int = 2048) -> Tensor:
-    """NND_k: distance of each row to its k-th nearest other row [N] (the row itself excluded)."""
+def knn_distances(features: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """Distances of each row to its 1st..k-th nearest other rows [N, k] (the row itself excluded)."""
     n = features.shape[0]
     if n <= k:
-        raise ValueError(f"k-NN radii need more than k={k} points, got {n}")
-    out = torch.empty(n, device=features.device)
+        raise ValueError(f"k-NN distances need more than k={k} points, got {n}")
+    out = torch.empty(n, k, device=features.device)
     for i in range(0, n, chunk):
         d = torch.cdist(features[i : i + chunk], features)  # [chunk, N]
         # the k+1 smallest include the point itself at distance 0
-        out[i : i + chunk] = d.topk(k + 1, dim=1, largest=False).values[:, k]
+        out[i : i + chunk] = d.topk(k + 1, dim=1, largest=False).values[:, 1:]
     return out
+
+
+def knn_radii(features: Tensor, k: int, chunk: int = 2048) -> Tensor:
+    """NND_k: distance of each row to its k-th nearest other row [N] (the row itself excluded)."""
+    return knn_distances(features, k, chunk)[:, k - 1]
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Reference:
     mu_real: Tensor | None = None  # float64 [d]
     sigma_real: Tensor | None = None  # float64 [d, d]
     real_radii: Tensor | None = None  # [N_r]: NND_k of real features
+    real_nn: Tensor | None = None  # [N_r]: distance of each real feature to its nearest other one
     prdc_k: int = 5
     classes: Tensor | None = None  # images trained on a class subset (data.classes): those labels
     means: Tensor | None = None  # 2d: [K, 2]
@@ -140,7 +146,8 @@ class Reference:
             ref.mu_real = feats.mean(0)
             ref.sigma_real = torch.cov(feats.T)
             ref.real_features = feats.float().to(device)
-            ref.real_radii = knn_radii(ref.real_features, prdc_k)
+            nn = knn_distances(ref.real_features, prdc_k)  # [N_r, k]
+            ref.real_nn, ref.real_radii = nn[:, 0], nn[:, prdc_k - 1]
             log.info("reference %s: %d real samples, features d=%d", dataset, feats.shape[0], feats.shape[1])
         return ref
 
@@ -156,6 +163,7 @@ class MetricInputs:
     state: dict[str, Any] = field(default_factory=dict)  # kept by the Evaluator between evaluations
     flat_window: int = 10  # training signals: the last this-many logged entries
     seed: int = 0
+    shared: dict[str, Any] = field(default_factory=dict)  # one evaluation's by-products metrics share
 
     @property
     def n(self) -> int:
@@ -197,6 +205,7 @@ __all__ = [
     "classify",
     "expected_modes_covered",
     "kl_to_uniform",
+    "knn_distances",
     "knn_radii",
     "nearest_mode",
 ]

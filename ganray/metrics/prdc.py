@@ -27,8 +27,11 @@ def expected_coverage(n_real: int, n_fake: int, k: int) -> float:
 
 
 def compute_prdc(real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tensor, k: int,
-                 chunk: int = 2048) -> dict[str, float]:
-    """PRDC of features real [N, d] (with their NND_k radii [N]) and fake [M, d]."""
+                 chunk: int = 2048, nearest_real: torch.Tensor | None = None) -> dict[str, float]:
+    """PRDC of features real [N, d] (with their NND_k radii [N]) and fake [M, d].
+
+    nearest_real: an [M] tensor to fill with min_i ‖Y_j − X_i‖ on the way (near_real uses it).
+    """
     M, N = fake.shape[0], real.shape[0]
     fake_radii = knn_radii(fake, k)  # NND_k(Y_j) [M]
     in_real_balls = 0  # Σ_j 1[∃ i ...]           (precision)
@@ -37,6 +40,8 @@ def compute_prdc(real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tenso
     recalled = torch.zeros(N, dtype=torch.bool, device=real.device)  # ∃ j: X_i ∈ B(Y_j)
     for j in range(0, M, chunk):
         d = torch.cdist(fake[j : j + chunk], real)  # [m, N]
+        if nearest_real is not None:
+            nearest_real[j : j + chunk] = d.min(1).values
         inside = d < real_radii[None, :]  # Y_j ∈ B(X_i, NND_k(X_i))
         in_real_balls += int(inside.any(1).sum())
         density_sum += float(inside.sum())
@@ -57,4 +62,7 @@ def prdc(inp: MetricInputs) -> dict[str, float]:
     if inp.n <= k:
         raise ValueError(f"prdc needs more than k={k} samples, got {inp.n}")
     fake = inp.labelled.features.to(ref.device)
-    return compute_prdc(ref.real_features, ref.real_radii, fake, k)
+    nearest = torch.empty(fake.shape[0], device=ref.device)
+    out = compute_prdc(ref.real_features, ref.real_radii, fake, k, nearest_real=nearest)
+    inp.shared["nearest_real"] = nearest  # saves near_real a second pass over the distances
+    return out
