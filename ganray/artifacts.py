@@ -228,7 +228,7 @@ def image_grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
 def png_bytes(grid: np.ndarray) -> bytes:
     from PIL import Image
 
-    img = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid, mode=None)
+    img = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()

@@ -101,11 +101,11 @@ def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> 
     ratio = covered / expected if expected > 0 else 0.0
     what = "modes" if s.kind != IMAGE else "classes"
     if s.kind == IMAGE and "covered_share" in m:
-        text = f"{_n(covered)} of {K} {what} hold {m['covered_share']:.0%} of {_n(s.n)} samples"
+        text = f"{_n(covered)} of {_n(K)} {what} hold {m['covered_share']:.0%} of {_n(s.n)} samples"
     elif s.kind == POINTS:
-        text = f"{_n(covered)} of {K} {what} covered by {_n(s.n)} samples"
+        text = f"{_n(covered)} of {_n(K)} {what} covered by {_n(s.n)} samples"
     else:
-        text = f"{_n(covered)} of {K} {what} covered by {_n(s.n)} samples (a uniform sample covers {expected:,.0f})"
+        text = f"{_n(covered)} of {_n(K)} {what} covered by {_n(s.n)} samples (a uniform sample covers {expected:,.0f})"
     kl = m.get(kl_key)
     # Miller–Madow: E[KL(p̂‖U)] ≈ KL(p‖U) + (K − 1)/(2n) for a histogram of n samples
     kl_excess = kl - (K - 1) / (2 * s.n) if kl is not None else None

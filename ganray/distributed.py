@@ -125,7 +125,7 @@ def train_worker(loop_config: dict) -> None:
 def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
                  make_should_stop: Callable[[Config], Callable] | None = None):
     """A TorchTrainer for one run of `cfg`, storing under <storage>/<experiment>/trials/<trial>."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # Ray:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig  # Ray:
     from ray.train.torch import TorchTrainer
 
     paths = run_paths(cfg, trial)
@@ -145,6 +145,7 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
             failure_config=FailureConfig(max_failures=sc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=3),
             callbacks=callbacks,
+            logging_config=LoggingConfig(log_level="WARNING"),  # ganray logs its own progress
         ),
     )
 

@@ -176,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     from ganray.storage import StorageError  # noqa: PLC0415
 
     try:
-        torch.set_num_threads(min(torch.get_num_threads(), 4))
         is_npy = args.source.endswith(".npy")
         payload = eval_samples(args) if is_npy else eval_checkpoint(args)
     except (BadInput, ConfigError, DataError, CheckpointError, StorageError) as e:

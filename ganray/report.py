@@ -140,6 +140,8 @@ class Trial:
     gif_uri: str | None = None
     checkpoints: list[tuple[int, str]] = field(default_factory=list)  # (step, URI), by step
     histogram: ClassHistogram | None = None
+    last_samples_png: bytes | None = None  # the newest samples/step_*.png, for the HTML
+    fixed_z_gif: bytes | None = None
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
 
     @property
@@ -428,6 +430,23 @@ def _label_counts(x, cfg: Config) -> tuple[list[int], list[str], str]:
     K = model.arch.num_classes ** 3 if kind == STACKED else model.arch.num_classes
     names = [f"{m:03d}" for m in range(K)] if kind == STACKED else [str(k) for k in range(K)]
     return torch.bincount(labels, minlength=K)[:K].tolist(), names, what
+
+
+def _fetch(uri: str | None, notes: list[str]) -> bytes | None:
+    if uri is None:
+        return None
+    try:
+        return storage.read_bytes(uri)
+    except (OSError, storage.StorageError) as e:
+        notes.append(f"{uri.rsplit('/', 1)[-1]} unreadable ({_brief(e)})")
+        return None
+
+
+def attach_media(exp: Experiment) -> None:
+    """Read each trial's newest sample grid and its fixed-z GIF, to embed them in the HTML."""
+    for t in exp.trials:
+        t.last_samples_png = _fetch(t.samples[-1][1], t.notes) if t.samples else None
+        t.fixed_z_gif = _fetch(t.gif_uri, t.notes)
 
 
 def attach_histograms(exp: Experiment, n_samples: int) -> None:
@@ -780,8 +799,8 @@ def figure_verdict_heatmap(exp: Experiment) -> bytes:
     ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(SEVERITY) - 0.5, aspect="auto")
     ax.set_yticks(range(len(z_values)), [_fmt_value(z) for z in z_values])
     ax.set_ylabel("z_dim")
-    ax.set_xticks(range(len(lr_values)),
-                  ["\n".join(f"{p} {_fmt_value(v)}" for p, v in zip(lr_axes, key)) for key in lr_values], fontsize=8)
+    col_labels = ["\n".join(f"{p} {_fmt_value(v)}" for p, v in zip(lr_axes, key, strict=True)) for key in lr_values]
+    ax.set_xticks(range(len(lr_values)), col_labels, fontsize=8)
     ax.set_xticks([x - 0.5 for x in range(1, len(lr_values))], minor=True)
     ax.set_yticks([y - 0.5 for y in range(1, len(z_values))], minor=True)
     ax.grid(which="minor", color="white", linewidth=2)
@@ -797,19 +816,19 @@ def figure_verdict_heatmap(exp: Experiment) -> bytes:
 
 FIGURES: tuple[tuple[str, str, str, Callable[[Experiment], bytes | None]], ...] = (
     ("class_histograms.png", "Class histogram of generated samples per z_dim",
-     "Each panel: the share of generated samples the reference classifier puts in each class. A healthy G "
-     "fills every bar near the dashed uniform share; a collapsed one piles its samples into a few classes.",
+     ("Each panel: the share of generated samples the reference classifier puts in each class. A healthy G "
+      "fills every bar near the dashed uniform share; a collapsed one piles its samples into a few classes."),
      figure_class_histograms),
     ("verdict_heatmap.png", "Verdicts over z_dim × learning rates",
      "One cell per setting, coloured by its verdict (the worst one when several seeds share the cell).",
      figure_verdict_heatmap),
     ("coverage_fcd.png", "Classes covered and FCD over training",
-     "Classes covered should rise to all of them and stay; FCD should fall. A coverage drop with a rising FCD "
-     "is collapse as it happens. X marks a trial the collapse stopper ended.",
+     ("Classes covered should rise to all of them and stay; FCD should fall. A coverage drop with a rising FCD "
+      "is collapse as it happens. X marks a trial the collapse stopper ended."),
      figure_coverage_fcd),
     ("loss_curves.png", "Loss curves",
-     "loss_D falling towards 0 while loss_G climbs: D wins, G's gradients fade. The dotted line is where the "
-     "bad verdict was first seen.",
+     ("loss_D falling towards 0 while loss_G climbs: D wins, G's gradients fade. The dotted line is where the "
+      "bad verdict was first seen."),
      figure_loss_curves),
 )
 
@@ -891,16 +910,6 @@ def _data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def _fetch(uri: str | None, notes: list[str]) -> bytes | None:
-    if uri is None:
-        return None
-    try:
-        return storage.read_bytes(uri)
-    except (OSError, storage.StorageError) as e:
-        notes.append(f"{uri.rsplit('/', 1)[-1]} unreadable ({_brief(e)})")
-        return None
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1300px;
      padding:0 1em;color:#222;line-height:1.45}
@@ -933,7 +942,7 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
            f'<p class="summary">{e(summary(exp))}</p>', "<h2>Trials</h2><table><thead><tr>"]
     out += [f"<th>{e(label)}</th>" for _, label in _COLUMNS]
     out += [f"<th>{e(m.replace('_', ' '))}</th>" for m in metrics] + ["<th>reasons</th></tr></thead><tbody>"]
-    for t, r in zip(exp.trials, rows):
+    for t, r in zip(exp.trials, rows, strict=True):
         cells = []
         for key, _ in _COLUMNS:
             if key == "status":
@@ -954,12 +963,11 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
                    f'{e(explain.get(name, ""))}</p></figcaption>'
                    f'<img alt="{e(caption)}" src="{_data_uri(png, "image/png")}"></figure>')
     out.append("<h2>Samples per trial</h2><p>Left: the last sample grid. Right: the fixed-z GIF — the same z "
-               "at every sample step; cells whose digit keeps changing are the flicker of an unstable G.</p>"
+               "at every sample step; cells that keep changing class are the flicker of an unstable G.</p>"
                '<div class="trials">')
     for t in exp.trials:
         out.append(f'<div class="card"><h3>{e(t.name)}</h3>{_pill(t)}<div>')
-        png = _fetch(t.samples[-1][1], t.notes) if t.samples else None
-        gif = _fetch(t.gif_uri, t.notes)
+        png, gif = t.last_samples_png, t.fixed_z_gif
         if png:
             out.append(f'<img alt="samples at step {t.samples[-1][0]}" title="step {t.samples[-1][0]}" '
                        f'src="{_data_uri(png, "image/png")}">')
@@ -987,14 +995,14 @@ def write_report(experiment_uri: str, *, n_samples: int = DEFAULT_N_SAMPLES) -> 
     exp = load_experiment(exp_uri)
     log.info("report for %s: %d trials", exp_uri, len(exp.trials))
     attach_histograms(exp, n_samples)
+    attach_media(exp)
     figures = make_figures(exp)
     for name, (_, png) in figures.items():
         storage.put_bytes(storage.join(exp_uri, "figures", name), png)
     storage.put_bytes(storage.join(exp_uri, "trials.csv"), trials_csv(exp).encode())
-    page = report_html(exp, figures)  # reads the sample PNGs and GIFs: notes about them reach the markdown too
     storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures).encode())
     html_uri = storage.join(exp_uri, "report.html")
-    storage.put_bytes(html_uri, page.encode())
+    storage.put_bytes(html_uri, report_html(exp, figures).encode())  # last: its presence means a complete report
     return html_uri
 
 

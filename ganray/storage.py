@@ -671,8 +671,9 @@ def _check_pyarrow_agrees(uri: str, timeout_sec: float) -> None:
         fs, _ = filesystem(uri, retry_time_limit_sec=timeout_sec)
         info = fs.get_file_info(bucket)
     except OSError as e:
+        hint = " (is AWS_REGION the bucket's region?)" if scheme == "s3" and not s3_endpoint() else ""
         raise StorageError(f"{uri}: pyarrow (used by Ray) cannot reach the bucket at "
-                           f"{_endpoint_words(scheme)}: {str(e).splitlines()[0][:300]}") from None
+                           f"{_endpoint_words(scheme)}{hint}: {str(e).splitlines()[0][:300]}") from None
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{uri}: pyarrow (used by Ray) does not see bucket '{bucket}' at "
                            f"{_endpoint_words(scheme)}")

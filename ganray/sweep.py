@@ -89,8 +89,9 @@ def sweep_trial(params: dict, base: dict) -> None:
 
     from ganray.distributed import make_trainer
 
-    cfg = from_dict(base).replace(**params["overrides"])
-    trainer = make_trainer(cfg, params["trial"], callbacks=[TuneReportCallback()], make_should_stop=make_should_stop)
+    point = params["point"]
+    cfg = from_dict(base).replace(**point["overrides"])
+    trainer = make_trainer(cfg, point["trial"], callbacks=[TuneReportCallback()], make_should_stop=make_should_stop)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -109,7 +110,7 @@ def _progress_callback(cfg: Config):
             self.printed = 0.0
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.last[trial.config["trial"]] = result
+            self.last[_trial_label(trial)] = result
             if time.time() - self.printed > 5:
                 self.print_table()
 
@@ -126,6 +127,10 @@ def _progress_callback(cfg: Config):
             print("\n".join(lines), flush=True)
 
     return ProgressTable()
+
+
+def _trial_label(trial) -> str:
+    return trial.config["point"]["trial"]
 
 
 def _fmt(v) -> str:
@@ -169,10 +174,9 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"overrides": tune.grid_search(points), "trial": None},
+            param_space={"point": tune.grid_search([{"overrides": p, "trial": n} for p, n in zip(points, names)])},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, scheduler=scheduler,
-                                        trial_name_creator=lambda t: t.config["trial"],
-                                        trial_dirname_creator=lambda t: t.config["trial"]),
+                                        trial_name_creator=_trial_label, trial_dirname_creator=_trial_label),
             run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=fs,
                                       callbacks=[_progress_callback(cfg)], verbose=0),
         )

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from ganray import checkpoint
 from ganray.collapse import VERDICTS, Evaluator, Setting, judge
 from ganray.config import ConfigError, DataConfig, EvalConfig, from_dict, load
 from ganray.data import load_dataset

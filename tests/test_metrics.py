@@ -86,8 +86,8 @@ def test_config_checks_metric_names_and_asha_metric():
 def test_eval_thresholds_are_validated():
     with pytest.raises(ConfigError, match="eval.coverage_collapsed: must be <= eval.coverage_partial"):
         load(None, ["eval.coverage_collapsed=0.99"])
-    with pytest.raises(ConfigError, match="eval.precision_garbage: must be <= 1"):
-        load(None, ["eval.precision_garbage=2"])
+    with pytest.raises(ConfigError, match="eval.near_real_garbage: must be <= 1"):
+        load(None, ["eval.near_real_garbage=2"])
 
 
 # ---- small formulas ----------------------------------------------------------------------------
@@ -376,3 +376,18 @@ def test_a_corrupt_stored_classifier_is_named(tmp_path):
     (tmp_path / "mnist.pt").write_bytes(b"not a torch file")
     with pytest.raises(clf.StorageError, match="mnist.pt: not a ganray classifier"):
         clf.load_classifier(str(tmp_path), "mnist")
+
+
+@pytest.mark.parametrize("bucket", ["s3_bucket", "gcs_bucket"])
+def test_classifier_in_a_bucket_takes_precedence_over_the_shipped_one(bucket, request, tmp_path):
+    """Real S3 (moto_server) and GCS (gcp-storage-emulator) servers on loopback."""
+    uri = request.getfixturevalue(bucket) + "/ganray"
+    model, info = clf.load_shipped()
+    marked = {**info, "dataset": "mnist", "note": "stored in a bucket"}
+    where = clf.save_classifier(model, marked, clf.storage_folder(uri), "mnist")
+    assert where == uri + "/classifiers/mnist.pt"
+    found, found_info = clf.reference_classifier(DataConfig(dataset="stacked-mnist", cache_dir=str(tmp_path)), uri,
+                                                 train_if_missing=False)
+    assert found_info == marked
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    assert torch.equal(clf.embed(found, x)[1], clf.embed(model, x)[1])
