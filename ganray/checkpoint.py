@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,15 +106,3 @@ def check_compatible(state: dict[str, Any], cfg: Config, where: str = "checkpoin
     ]
     if diffs:
         raise CheckpointError(f"{where} does not fit this config:\n  " + "\n  ".join(diffs))
-
-
-_STEP_RE = re.compile(r"step_(\d+)\.pt$")
-
-
-def latest_local(folder: str | os.PathLike) -> Path | None:
-    """The newest step_*.pt in a folder, or None."""
-    p = Path(folder)
-    if not p.is_dir():
-        return None
-    found = [(int(m.group(1)), f) for f in p.iterdir() if (m := _STEP_RE.search(f.name))]
-    return max(found)[1] if found else None

@@ -13,6 +13,7 @@ DDP choices (docs/distributed.md):
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -73,7 +74,8 @@ def train_worker(loop_config: dict) -> None:
             resume = checkpoint.load(os.path.join(d, checkpoint.FILENAME))
         log.info("rank %d: resuming from step %d", rank, resume["step"])
 
-    art = TrialArtifacts(paths.trial, paths.tensorboard) if rank == 0 else None
+    art = (TrialArtifacts(paths.trial, paths.tensorboard, resume_step=resume["step"] if resume else None)
+           if rank == 0 else None)
     if art is not None:
         art.write_text("config.yaml", cfg.to_yaml())
     pending: dict[str, Any] = {}
@@ -150,20 +152,26 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
     )
 
 
+# Endpoint settings (never credentials) that workers need to reach the same storage as the
+# driver; forwarded when joining a cluster whose processes were started without them.
+FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "AWS_REGION", "AWS_DEFAULT_REGION",
+               "STORAGE_EMULATOR_HOST", "GANRAY_CACHE")
+
+
 def init_ray() -> None:
-    """Connect to the cluster in RAY_ADDRESS (or one started with `ray start --head`), else start a local one."""
+    """Join the cluster in RAY_ADDRESS or the one `ray start --head` started on this machine
+    (also what `ray job submit` provides); with neither, start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return
-    try:
-        ray.init(address="auto", log_to_driver=True)  # a cluster started with `ray start --head`
-    except (ConnectionError, RuntimeError):
-        ray.init(log_to_driver=True, include_dashboard=False)
+    env = {k: os.environ[k] for k in FORWARD_ENV if os.environ.get(k)}
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # under `ray job submit`: the job's own env wins
+    if job:
+        job_env = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
+        env = {k: v for k, v in env.items() if k not in job_env}
+    ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    log.info("Ray: %s", ray.cluster_resources())
 
 
 def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
@@ -174,10 +182,21 @@ def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
     result = make_trainer(cfg, trial).fit()
     if result.error is not None:
         raise result.error
-    m = dict(result.metrics or {})
+    # Ray's Result carries the metrics of the latest checkpoint; the run's last word is what
+    # rank 0 wrote to the trial folder.
+    last = _last_metrics(paths.trial) or dict(result.metrics or {})
     verdict = None
-    if "verdict" in m:
-        verdict = {"verdict": m["verdict"], "reasons": [r for r in str(m.get("reasons", "")).split("; ") if r]}
-    out = TrainResult(step=int(m.get("step", 0)), diverged=m.get("verdict") == "diverged", verdict=verdict,
-                      last_metrics=_scalar_metrics(m))
+    vpath = storage.join(paths.trial, "verdict.json")
+    if storage.exists(vpath):
+        verdict = json.loads(storage.read_bytes(vpath))
+    out = TrainResult(step=int(last.get("step", 0)), diverged=(verdict or {}).get("verdict") == "diverged",
+                      verdict=verdict, last_metrics=_scalar_metrics(last))
     return out, paths.trial
+
+
+def _last_metrics(trial_uri: str) -> dict:
+    path = storage.join(trial_uri, "metrics.jsonl")
+    if not storage.exists(path):
+        return {}
+    lines = storage.read_bytes(path).decode().strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}

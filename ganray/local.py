@@ -1,7 +1,7 @@
 """In-process training without Ray: `ganray train --local CONFIG`.
 
 Writes what a Ray run writes, in the same layout (DESIGN.md):
-<storage>/<experiment>/config.yaml, trials/<trial>/{metrics.jsonl, checkpoints/step_*.pt,
+<storage>/<experiment>/config.yaml, trials/<trial>/{metrics.jsonl, checkpoint_<step>/checkpoint.pt,
 samples/, fixed_z.gif, verdict.json}, tensorboard/<trial>/. Re-running the same experiment
 resumes from the newest checkpoint.
 """
@@ -17,7 +17,7 @@ from ganray.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
 
-_STEP = re.compile(r"step_(\d+)\.pt$")
+_STEP = re.compile(r"checkpoint_(\d+)/checkpoint\.pt$")
 
 
 def experiment_uri(cfg: Config) -> str:
@@ -30,11 +30,10 @@ def trial_uris(cfg: Config, trial: str) -> tuple[str, str]:
 
 
 def latest_checkpoint(trial_uri: str) -> str | None:
-    """URI of the newest checkpoints/step_*.pt of a trial, or None."""
-    ckpt_dir = storage.join(trial_uri, "checkpoints")
-    if not storage.exists(ckpt_dir):
+    """URI of the newest checkpoint_<step>/checkpoint.pt of a trial (the layout Ray Train uses), or None."""
+    if not storage.exists(trial_uri):
         return None
-    found = [(int(m.group(1)), f) for f in storage.list_files(ckpt_dir) if (m := _STEP.search(f))]
+    found = [(int(m.group(1)), f) for f in storage.list_files(trial_uri) if (m := _STEP.search(f))]
     return max(found)[1] if found else None
 
 
@@ -47,7 +46,8 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
         resume = checkpoint.load(last)
         checkpoint.check_compatible(resume, cfg, f"existing checkpoint {last}")
         log.info("resuming %s from %s (step %d)", trial, last, resume["step"])
-    art = TrialArtifacts(trial_uri, tb_uri)
+    # resume_step: metrics.jsonl lines and TensorBoard steps after the checkpoint are dropped, not doubled
+    art = TrialArtifacts(trial_uri, tb_uri, resume_step=resume["step"] if resume else None)
     art.write_text("config.yaml", cfg.to_yaml())
 
     def report(step, metrics, *, samples=None, verdict=None):
@@ -60,7 +60,7 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
     def save_checkpoint(step, state, metrics):
         # The artifacts go first, so a resume never finds a checkpoint newer than its metrics.
         art.flush()
-        checkpoint.save(state, storage.join(trial_uri, "checkpoints", f"step_{step:06d}.pt"))
+        checkpoint.save(state, storage.join(trial_uri, f"checkpoint_{step:06d}", checkpoint.FILENAME))
 
     try:
         result = train(cfg, report=report, save_checkpoint=save_checkpoint,

@@ -362,7 +362,7 @@ def _with_retry(what: str, uri: str, op: Callable[[], T], retry_sec: float | Non
             left = deadline - time.monotonic()
             if left <= 0:
                 raise StorageError(
-                    f"{uri}: cannot {what} after {attempt} tries in {budget:.0f} s: {reason}") from None
+                    f"{uri}: cannot {what} after {attempt} tries in {budget:g} s: {reason}") from None
             pause = min(left, delay * random.uniform(0.8, 1.2))
             log.warning("%s: %s failed (%s); try %d, retrying in %.1f s (%.0f s left)",
                         uri, what, reason, attempt, pause, left)
