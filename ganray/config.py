@@ -128,6 +128,7 @@ class SweepConfig:
     seeds: tuple[int, ...] = _f((0,), doc="seeds per grid point")
     stopper: bool = _f(True, doc="stop trials whose verdict is collapsed/diverged/garbage")
     patience: int = _f(2, ge=1, doc="consecutive bad evaluations before a trial is stopped")
+    grace_steps: int = _f(200, ge=0, doc="no early stop before this step: young GANs look like garbage")
     asha: bool = _f(False)
     asha_metric: str = _f("fcd", doc="metric ASHA ranks trials by")
     asha_mode: str = _f("min", choices=("min", "max"))
@@ -142,7 +143,7 @@ class EvalConfig:
     (`python -m ganray.metrics.calibrate` prints the table they were read from).
     """
 
-    n: int = _f(2000, ge=1, doc="generated samples per evaluation (stacked-mnist paper protocol: 26000)")
+    n: int = _f(2000, ge=10, doc="generated samples per evaluation (stacked-mnist paper protocol: 26000)")
     n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
     metrics: tuple[str, ...] = _f(
         ("class_coverage", "mixture_coverage", "fcd", "prdc", "near_real", "fixed_z_flip_rate", "sample_diversity",
@@ -177,6 +178,8 @@ class EvalConfig:
         if self.duplicate_partial > self.duplicate_collapsed:
             errs.append(f"eval.duplicate_partial: must be <= eval.duplicate_collapsed ({self.duplicate_collapsed}); "
                         f"got {self.duplicate_partial}")
+        if "prdc" in self.metrics and self.n <= self.prdc_k:
+            errs.append(f"eval.n: prdc needs more samples than eval.prdc_k ({self.prdc_k}); got {self.n}")
         if errs:
             raise ConfigError(errs)
 

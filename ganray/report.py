@@ -61,6 +61,8 @@ VERDICT_LABEL = {
     "diverged": "diverged",
     NO_VERDICT: NO_VERDICT,
 }
+SUMMARY_LABEL = {**VERDICT_LABEL, "garbage": "produced garbage",
+                 NO_VERDICT: "without a verdict yet (still running or failed)"}
 # Categorical colours, colour-blind safe (Okabe-Ito), the same in every figure and in the HTML.
 VERDICT_COLOUR = {
     "healthy": "#009E73",
@@ -497,9 +499,8 @@ def summary(exp: Experiment) -> str:
         else:
             who = ", ".join(describe(t, axes) + (f" at step {t.verdict_step}" if t.verdict_step is not None else "")
                             for t in group)
-        label = "without a verdict yet (still running or failed)" if v == NO_VERDICT else VERDICT_LABEL[v]
         head = f"{len(group)} of {n} trials" if not sentences else f"{len(group)}"
-        sentences.append(f"{head} {label}: {who}")
+        sentences.append(f"{head} {SUMMARY_LABEL[v]}: {who}")
     text = "; ".join(sentences) + "."
     stopped = [t for t in trials if t.stopped_early]
     if stopped:
@@ -532,11 +533,11 @@ def table_rows(exp: Experiment) -> list[dict[str, Any]]:
             "steps": t.steps_run, "total_steps": t.total_steps,
             "stopped_early": t.stopped_early,
             "verdict": t.verdict_name, "status": t.status, "verdict_step": t.verdict_step,
-            "reasons": "; ".join(t.reasons),
+            "reasons": "\n".join(t.reasons),  # one reason per line (reasons contain "; " themselves)
         }
         for m in CSV_METRICS:
             row[m] = t.final(m)
-        row["notes"] = "; ".join(t.notes)
+        row["notes"] = "\n".join(t.notes)
         rows.append(row)
     return rows
 
@@ -881,10 +882,10 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> s
     head = [label for _, label in _COLUMNS] + [m.replace("_", " ") for m in metrics] + ["reasons"]
     lines = [f"# Sweep report: {exp.name}", "", f"Experiment: `{exp.uri}`", "", "## Summary", "", summary(exp), ""]
     lines += ["## Trials", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
+    for t, r in zip(exp.trials, rows, strict=True):
         cells = [_cell(r, k) for k, _ in _COLUMNS] + [_fmt_metric(r[m]) for m in metrics]
-        reasons = r["reasons"] + (f" (notes: {r['notes']})" if r["notes"] else "")
-        lines.append("| " + " | ".join(_md_escape(c) for c in cells + [reasons]) + " |")
+        reasons = "<br>".join(_md_escape(x) for x in [*t.reasons, *(f"note: {n}" for n in t.notes)])
+        lines.append("| " + " | ".join([*(_md_escape(c) for c in cells), reasons]) + " |")
     lines += ["", "All values per trial are in `trials.csv`. How to read this report: docs/report.md.", ""]
     lines += ["## Figures", ""]
     explain = {name: text for name, _, text, _ in FIGURES}

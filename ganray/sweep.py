@@ -37,15 +37,17 @@ SHORT = {"model.z_dim": "z", "train.lr_g": "lrg", "train.lr_d": "lrd", "train.fa
 
 
 class CollapseStopper:
-    """should_stop for the loop: True once the verdict is bad for `patience` evaluations in a row."""
+    """should_stop for the loop: True once the verdict is bad for `patience` evaluations in a
+    row, counting only evaluations after `grace_steps` (every GAN starts out as garbage)."""
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, grace_steps: int = 0):
         self.patience = patience
+        self.grace_steps = grace_steps
         self.bad_in_a_row = 0
 
     def __call__(self, step: int, metrics: dict) -> bool:
         verdict = metrics.get("verdict")
-        if verdict is None:
+        if verdict is None or step < self.grace_steps:
             return False
         self.bad_in_a_row = self.bad_in_a_row + 1 if verdict in BAD_VERDICTS else 0
         return self.bad_in_a_row >= self.patience
@@ -54,7 +56,7 @@ class CollapseStopper:
 def make_should_stop(cfg: Config):
     """The trial's stopper (module-level so Ray can pickle it)."""
     if cfg.sweep.stopper:
-        return CollapseStopper(cfg.sweep.patience)
+        return CollapseStopper(cfg.sweep.patience, cfg.sweep.grace_steps)
     return lambda step, metrics: False
 
 

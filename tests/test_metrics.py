@@ -88,6 +88,9 @@ def test_eval_thresholds_are_validated():
         load(None, ["eval.coverage_collapsed=0.99"])
     with pytest.raises(ConfigError, match="eval.near_real_garbage: must be <= 1"):
         load(None, ["eval.near_real_garbage=2"])
+    with pytest.raises(ConfigError, match=r"eval.n: prdc needs more samples than eval.prdc_k \(20\); got 12"):
+        load(None, ["eval.n=12", "eval.prdc_k=20"])
+    load(None, ["eval.n=12", "eval.prdc_k=20", "eval.metrics=[class_coverage]"])
 
 
 # ---- small formulas ----------------------------------------------------------------------------

@@ -53,5 +53,8 @@ def test_collapse_stopper_needs_patience_bad_evaluations_in_a_row():
     assert not stop(300, {"verdict": "garbage"})
     assert not stop(350, {"loss_D": 0.1})  # no evaluation at this report: no change
     assert stop(400, {"verdict": "collapsed"})
+    young = sweep.CollapseStopper(patience=1, grace_steps=300)
+    assert not young(100, {"verdict": "garbage"}) and not young(200, {"verdict": "garbage"})
+    assert young(300, {"verdict": "garbage"})
     never = sweep.make_should_stop(load(None, ["sweep.stopper=false"]))
     assert not any(never(i, {"verdict": "collapsed"}) for i in range(10))
