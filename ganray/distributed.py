@@ -104,9 +104,17 @@ def train_worker(loop_config: dict) -> None:
         art.flush()  # artifacts first: a checkpoint is never newer than its metrics
         with tempfile.TemporaryDirectory() as d:
             checkpoint.save(state, os.path.join(d, checkpoint.FILENAME))
-            # Ray: uploads the folder to <storage>/<experiment>/trials/<trial>/checkpoint_*
+            # Ray: registers <storage>/<experiment>/trials/<trial>/checkpoint_<step> once upload() returns
             ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(d),
-                             checkpoint_dir_name=f"checkpoint_{step:06d}")
+                             checkpoint_dir_name=f"checkpoint_{step:06d}", checkpoint_upload_fn=upload)
+
+    def upload(local: "ray.train.Checkpoint", dir_name: str) -> "ray.train.Checkpoint":
+        """Ray's upload hook: one object put with ganray's retries (a storage outage of up to
+        GANRAY_STORAGE_RETRY_SEC is ridden out; a checkpoint is whole or absent, never half)."""
+        dest = storage.join(paths.trial, dir_name)
+        storage.upload_file(os.path.join(local.path, checkpoint.FILENAME), storage.join(dest, checkpoint.FILENAME))
+        fs, fs_path = storage.filesystem(dest)
+        return ray.train.Checkpoint(path=fs_path, filesystem=fs)
 
     def should_stop(step: int, metrics: dict) -> bool:
         decision = [bool(stopper(step, metrics)) if stopper is not None else False]

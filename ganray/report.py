@@ -17,6 +17,9 @@ and writes next to the trials:
 
     <exp>/report.md, report.html (self-contained: images as base64 data URIs), trials.csv,
     figures/class_histograms.png, coverage_fcd.png, verdict_heatmap.png, loss_curves.png
+    and, when the trials span the vae family and a GAN family (jobs/compare_vae_gan.py), a
+    "VAE vs GAN" section with figures/vae_vs_gan_metrics.png, vae_vs_gan_samples.png and
+    vae_reconstructions.png (docs/compare.md)
 
 A trial with missing or unreadable files shows "no verdict (still running or failed)" and a
 note; it never stops the report. An experiment without trials is bad input (exit 2).
@@ -877,7 +880,8 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
+def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]],
+                    comparison: Comparison | None = None) -> str:
     rows, metrics = table_rows(exp), _metric_columns(exp)
     head = [label for _, label in _COLUMNS] + [m.replace("_", " ") for m in metrics] + ["reasons"]
     lines = [f"# Sweep report: {exp.name}", "", f"Experiment: `{exp.uri}`", "", "## Summary", "", summary(exp), ""]
@@ -887,6 +891,8 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> s
         reasons = "<br>".join(_md_escape(x) for x in [*t.reasons, *(f"note: {n}" for n in t.notes)])
         lines.append("| " + " | ".join([*(_md_escape(c) for c in cells), reasons]) + " |")
     lines += ["", "All values per trial are in `trials.csv`. How to read this report: docs/report.md.", ""]
+    if comparison is not None:
+        lines += vae_vs_gan_markdown(comparison)
     lines += ["## Figures", ""]
     explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, _) in figures.items():
@@ -934,7 +940,7 @@ def _pill(t: Trial) -> str:
     return f'<span class="pill{light}" style="background:{VERDICT_COLOUR[v]}">{html.escape(t.status)}</span>'
 
 
-def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
+def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]], comparison: Comparison | None = None) -> str:
     e = html.escape
     rows, metrics = table_rows(exp), _metric_columns(exp)
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -957,6 +963,8 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
         cells.append(f'<td><ul class="reasons">{reasons}{notes}</ul></td>')
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table><p class=\"note\">Every value per trial is in trials.csv next to this page.</p>")
+    if comparison is not None:
+        out += vae_vs_gan_html(comparison)
     out.append("<h2>Figures</h2>")
     explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, png) in figures.items():
@@ -986,6 +994,466 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]]) -> str:
     return "\n".join(out)
 
 
+# ---- VAE vs GAN ----------------------------------------------------------------------------
+# When the trials span the vae family and at least one GAN family (jobs/compare_vae_gan.py),
+# the report adds a section that puts the families side by side: mean ± spread over seeds of
+# class coverage, FCD, precision and recall; the final sample grids; and, for the VAE,
+# reconstructions of held-out real images. docs/compare.md explains how to read it.
+
+VAE_FAMILY = "vae"
+FAMILY_LABEL = {"gan": "GAN", "wgan-gp": "WGAN-GP", "began": "BEGAN", VAE_FAMILY: "VAE"}
+# Family colours of the comparison figures (Okabe-Ito blue for the VAE, greys for the GANs).
+FAMILY_COLOUR = {VAE_FAMILY: "#0072B2", "gan": "#444444", "wgan-gp": "#7F7F7F", "began": "#56B4E9"}
+# (metrics.jsonl key, label, which way is better)
+COMPARE_METRICS = (
+    ("classes_covered", "classes covered", "higher"),
+    ("kl_uniform", "KL to uniform (nats)", "lower"),
+    ("fcd", "FCD", "lower"),
+    ("precision", "precision (sharpness/realism)", "higher"),
+    ("recall", "recall (coverage)", "higher"),
+)
+RECON_SHOWN = 8  # held-out images shown per VAE trial (originals above, reconstructions below)
+RECON_MSE_MAX = 500  # held-out images behind the reconstruction MSE
+PRECISION_RECALL_TEXT = (
+    "Precision is the share of generated samples that land inside the k-nearest-neighbour ball of some real "
+    "sample in the reference classifier's feature space: it measures sharpness/realism (blurry or malformed "
+    "samples fall between the real ones). Recall is the share of real samples that land inside the k-NN ball of "
+    "some generated sample: it measures coverage (a dropped mode leaves its real samples unrecalled). "
+    "Classes covered and KL to uniform come from the classifier's labels of the generated samples, over the "
+    "classes the data holds; FCD is the Fréchet distance of the classifier features (lower is closer to the "
+    "real data).")
+
+
+@dataclass
+class Spread:
+    """One number per seed, summarised: mean ± sample standard deviation (0 for a single seed)."""
+
+    values: list[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def sd(self) -> float:
+        # s = sqrt(Σ_i (v_i − mean)² / (n − 1)), the spread over seeds; 0 when there is one seed
+        if len(self.values) < 2:
+            return 0.0
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
+
+
+@dataclass
+class FamilyNumbers:
+    """The final metrics of one family's trials (one per seed)."""
+
+    family: str
+    trials: list[str]
+    metrics: dict[str, Spread]  # COMPARE_METRICS keys logged by at least one trial
+    verdicts: list[str] = field(default_factory=list)
+    recon_mse: Spread | None = None  # VAE: held-out reconstruction MSE (Σ over pixels, per image)
+
+    @property
+    def label(self) -> str:
+        return FAMILY_LABEL.get(self.family, self.family)
+
+
+@dataclass
+class Reconstruction:
+    """Held-out real images and the VAE's deterministic reconstructions G(μ(x))."""
+
+    trial: str
+    step: int
+    originals: Any  # Tensor [n, C, H, W] in [-1, 1]
+    reconstructions: Any  # Tensor [n, C, H, W]
+    mse: float  # mean over RECON_MSE_MAX held-out images of Σ_pixels (x − G(μ(x)))²
+    n_mse: int  # images behind `mse`
+
+
+@dataclass
+class Comparison:
+    families: dict[str, FamilyNumbers]  # the VAE first, then the GAN families
+    sentences: list[str]  # the numbers read in words
+    n_classes: int | None  # K of "classes covered ... of K"
+    reconstructions: list[Reconstruction] = field(default_factory=list)
+    figures: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # file name -> (caption, PNG)
+    notes: list[str] = field(default_factory=list)
+
+
+def family_of(t: Trial) -> str | None:
+    f = t.params.get("family")
+    return f if isinstance(f, str) else None
+
+
+def compares_vae_with_gan(exp: Experiment) -> bool:
+    """True when the trials span the vae family and at least one GAN family."""
+    families = {family_of(t) for t in exp.trials} - {None}
+    return VAE_FAMILY in families and bool(families - {VAE_FAMILY})
+
+
+def family_numbers(exp: Experiment) -> dict[str, FamilyNumbers]:
+    """{family: its trials' final metrics}, the VAE first; trials that logged nothing count in no mean."""
+    order = [VAE_FAMILY] + [f for f in FAMILY_LABEL if f != VAE_FAMILY]
+    out: dict[str, FamilyNumbers] = {}
+    for fam in sorted({family_of(t) for t in exp.trials} - {None},
+                      key=lambda f: (order.index(f) if f in order else len(order), f)):
+        trials = [t for t in exp.trials if family_of(t) == fam]
+        metrics = {}
+        for key, _label, _better in COMPARE_METRICS:
+            values = [v for t in trials if (v := t.final(key)) is not None and math.isfinite(v)]
+            if values:
+                metrics[key] = Spread(values)
+        out[fam] = FamilyNumbers(fam, [t.name for t in trials], metrics, [t.verdict_name for t in trials])
+    return out
+
+
+def classes_in(cfg: Config | None) -> int | None:
+    """K of the class metrics: the size of data.classes, else the dataset's classes (None: unknown)."""
+    if cfg is None:
+        return None
+    if cfg.data.classes:
+        return len(cfg.data.classes)
+    return {"stacked-mnist": 1000, "ring8": 8, "grid25": 25}.get(cfg.data.dataset, 10)
+
+
+def _fmt_spread(s: Spread | None) -> str:
+    """"0.62 ± 0.03 (2 seeds)", "1437 ± 28 (2 seeds)", "0.62 (1 seed)"."""
+    if s is None:
+        return "n/a"
+    seeds = f"{s.n} seed" + ("s" if s.n != 1 else "")
+    return f"{_num(s.mean)} ± {_num(s.sd)} ({seeds})" if s.n > 1 else f"{_num(s.mean)} ({seeds})"
+
+
+RECALL_FLOOR = 0.05  # below this recall for every family, no sample resembles the real data yet
+LEVEL_GAP = 0.01  # a precision/recall gap below this is no gap
+
+
+def _num(v: float) -> str:
+    """2 decimals below 10, 1 below 100, none above: "0.62", "45.3", "1437"."""
+    return f"{v:.2f}" if abs(v) < 10 else (f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}")
+
+
+def relation(a: Spread, b: Spread) -> str:
+    """">", "<" or "≈" (level: a gap below LEVEL_GAP, or within the two seeds' spreads together)."""
+    gap = a.mean - b.mean
+    if abs(gap) < LEVEL_GAP or (a.n > 1 and b.n > 1 and abs(gap) <= a.sd + b.sd):
+        return "≈"
+    return ">" if gap > 0 else "<"
+
+
+# (VAE recall vs GAN, VAE precision vs GAN) -> what the numbers say ({G}: the GAN family's name)
+TRADE_OFF_READING = {
+    (">", "<"): "the VAE covers the modes but blurs; the {G} is sharper but covers less",
+    ("≈", "<"): "the VAE covers the data as well as the {G} but blurs; the {G} is sharper",
+    ("<", "<"): "the {G} is ahead on both: its samples are more realistic and cover more of the real data",
+    (">", ">"): "the VAE is ahead on both: the {G} is neither sharper nor more diverse at this budget",
+    (">", "≈"): "the VAE covers more of the data and is as realistic: the {G} is not sharper at this budget",
+    ("≈", ">"): "the VAE is more realistic and covers as much: the {G} is not sharper at this budget",
+    ("<", ">"): "the reverse of the usual trade-off: the VAE's samples are more realistic, the {G}'s cover more",
+    ("<", "≈"): "the {G} covers more of the real data at the same realism",
+    ("≈", "≈"): "the two families are level on precision and recall at this budget",
+}
+
+
+def trade_off_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str:
+    """The precision/recall numbers of the VAE and one GAN family, read in words."""
+    G = gan.label
+    rv, rg = vae.metrics.get("recall"), gan.metrics.get("recall")
+    pv, pg = vae.metrics.get("precision"), gan.metrics.get("precision")
+    if None in (rv, rg, pv, pg):
+        return (f"VAE vs {G}: no precision/recall for both families (add prdc to eval.metrics), so the "
+                "sharpness/coverage trade-off cannot be read.")
+    head = (f"VAE recall {rv.mean:.2f} {'≥' if rv.mean >= rg.mean else '<'} {G} {rg.mean:.2f}, "
+            f"VAE precision {pv.mean:.2f} {'<' if pv.mean < pg.mean else '≥'} {G} {pg.mean:.2f}")
+    if max(rv.mean, rg.mean) < RECALL_FLOOR:
+        return (f"{head}: recall is near 0 for both, so neither family's samples cover the real data yet; "
+                "train longer before reading the trade-off.")
+    rel = (relation(rv, rg), relation(pv, pg))
+    reading = TRADE_OFF_READING[rel].format(G=G)
+    bad = [v for v in gan.verdicts if v in ("collapsed", "garbage", "diverged", "partial_collapse")]
+    if bad and rel[1] != "<":
+        reading += f" ({len(bad)} of {len(gan.verdicts)} {G} trials {VERDICT_LABEL[bad[0]]})"
+    level = [name for name, r in zip(("recall", "precision"), rel) if r == "≈"
+             and not (abs(vae.metrics[name].mean - gan.metrics[name].mean) < LEVEL_GAP)]
+    caveat = f" (the {' and '.join(level)} gap is within the seeds' spread)" if level else ""
+    return f"{head}: {reading}{caveat}."
+
+
+def coverage_sentence(nums: dict[str, FamilyNumbers], n_classes: int | None) -> str | None:
+    """"Classes covered: VAE 2.00 of 2 (KL to uniform 0.01 nats), GAN 1.50 of 2 (...); FCD: VAE 45 vs GAN 30"."""
+    of = f" of {n_classes}" if n_classes else ""
+    parts = []
+    for f in nums.values():
+        c, kl = f.metrics.get("classes_covered"), f.metrics.get("kl_uniform")
+        if c is not None:
+            parts.append(f"{f.label} {c.mean:.2f}{of}" + (f" (KL to uniform {kl.mean:.2f} nats)" if kl else ""))
+    fcd = [f"{f.label} {_num(f.metrics['fcd'].mean)}" for f in nums.values() if "fcd" in f.metrics]
+    text = []
+    if parts:
+        text.append("Classes covered: " + ", ".join(parts))
+    if fcd:
+        text.append("FCD (lower is closer to the real data): " + " vs ".join(fcd))
+    return "; ".join(text) + "." if text else None
+
+
+def held_out_images(cfg: Config, n: int, seed: int = 0):
+    """Up to `n` held-out (test split) real images [n, C, H, W], taken in turn from each class present."""
+    import torch  # noqa: PLC0415
+
+    from ganray.data import load_dataset  # noqa: PLC0415
+
+    ds = load_dataset(cfg.data, "test")
+    g = torch.Generator().manual_seed(seed)
+    per_class = []  # each class's test images, in a seeded random order
+    for c in torch.unique(ds.y):
+        idx = torch.nonzero(ds.y == c).flatten()
+        per_class.append(idx[torch.randperm(idx.numel(), generator=g)])
+    # round robin over the classes: x_0 of class a, x_0 of class b, x_1 of class a, ...
+    order = [int(p[i]) for i in range(max(p.numel() for p in per_class)) for p in per_class if i < p.numel()]
+    return ds.x[torch.tensor(order[:n], dtype=torch.long)]
+
+
+def reconstruct_trial(t: Trial, n_shown: int = RECON_SHOWN, n_mse: int = RECON_MSE_MAX) -> Reconstruction:
+    """Load the VAE trial's newest checkpoint, rebuild encoder (D) and decoder (G) with the vae
+    family's build, and reconstruct held-out real images with G(μ(x))."""
+    from ganray import checkpoint  # noqa: PLC0415
+    from ganray.families import get_family  # noqa: PLC0415
+    from ganray.families.vae import reconstruct  # noqa: PLC0415
+
+    if not t.checkpoints:
+        raise ReportError(f"trial {t.name}: no checkpoint to reconstruct with")
+    step, uri = t.checkpoints[-1]
+    state = checkpoint.load(uri)
+    cfg = checkpoint.config_of(state)
+    if cfg.train.family != VAE_FAMILY:
+        raise ConfigError(f"train.family: trial {t.name} is {cfg.train.family!r}, not {VAE_FAMILY!r}")
+    x = held_out_images(cfg, max(n_shown, n_mse), seed=cfg.experiment.seed)
+    m = get_family(VAE_FAMILY).build(cfg, tuple(x.shape[1:]))
+    m.G_module.load_state_dict(state["G"])  # decoder
+    m.D_module.load_state_dict(state["D"])  # encoder q(z|x)
+    x_hat = reconstruct(m, x)  # G(μ(x)) [n, C, H, W]
+    # MSE = mean over images of Σ_pixels (x − G(μ(x)))², the training loss's reconstruction term
+    mse = float((x - x_hat).pow(2).flatten(1).sum(1).mean())
+    return Reconstruction(t.name, int(state.get("step", step)), x[:n_shown], x_hat[:n_shown], mse, int(x.shape[0]))
+
+
+def attach_reconstructions(exp: Experiment, nums: dict[str, FamilyNumbers], notes: list[str]) -> list[Reconstruction]:
+    """Reconstructions of every VAE trial with a checkpoint; failures become notes."""
+    out = []
+    for t in exp.trials:
+        if family_of(t) != VAE_FAMILY:
+            continue
+        try:
+            out.append(reconstruct_trial(t))
+        except Exception as e:  # noqa: BLE001 — one bad checkpoint must not sink the report
+            log.warning("trial %s: no reconstructions (%s)", t.name, _brief(e, 1000))
+            notes.append(f"{t.name}: reconstructions unavailable ({_brief(e)})")
+    if out and VAE_FAMILY in nums:
+        nums[VAE_FAMILY].recon_mse = Spread([r.mse for r in out])
+    return out
+
+
+def figure_vae_vs_gan_metrics(nums: dict[str, FamilyNumbers], n_classes: int | None) -> bytes | None:
+    """One panel per metric: a bar per family at the mean, ± the spread, a dot per seed."""
+    keys = [(k, label, better) for k, label, better in COMPARE_METRICS if any(k in f.metrics for f in nums.values())]
+    if not keys:
+        return None
+    fams = list(nums.values())
+    fig = _figure(2.5 * len(keys) + 0.4, 3.2)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, (key, label, better) in zip(axes, keys):
+        for i, f in enumerate(fams):
+            s = f.metrics.get(key)
+            if s is None:
+                continue
+            colour = FAMILY_COLOUR.get(f.family, "#999999")
+            ax.bar(i, s.mean, yerr=s.sd if s.n > 1 else None, color=colour, alpha=0.55, capsize=4, width=0.6)
+            ax.scatter([i] * s.n, s.values, color=colour, edgecolor="black", linewidths=0.5, s=18, zorder=3)
+        ax.set_xticks(range(len(fams)), [f.label for f in fams], fontsize=8)
+        title = label + (f" (of {n_classes})" if key == "classes_covered" and n_classes else "")
+        ax.set_title(f"{title}\n{better} is better", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        if key in ("precision", "recall"):
+            ax.set_ylim(0, 1.05)
+        if key == "classes_covered" and n_classes:
+            ax.set_ylim(0, n_classes + 0.3)
+    seeds = sorted({s.n for f in fams for s in f.metrics.values()})
+    fig.suptitle(f"VAE vs GAN: final metrics per family (bar: mean; error bar: sd over seeds; dots: one seed each; "
+                 f"{'/'.join(map(str, seeds))} seeds)", fontsize=9)
+    return _png(fig)
+
+
+def _decode_png(data: bytes):
+    import numpy as np  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("L") if im.mode in ("L", "LA", "P", "I") else im.convert("RGB"))
+
+
+def figure_vae_vs_gan_samples(exp: Experiment, nums: dict[str, FamilyNumbers]) -> bytes | None:
+    """The final sample grid of every trial: one column per family, one row per seed."""
+    by_family = {f: [t for t in exp.trials if family_of(t) == f and t.last_samples_png] for f in nums}
+    by_family = {f: ts for f, ts in by_family.items() if ts}
+    if not by_family:
+        return None
+    n_rows = max(len(ts) for ts in by_family.values())
+    fig = _figure(3.0 * len(by_family) + 0.2, 3.2 * n_rows + 0.5)
+    grid = fig.subplots(n_rows, len(by_family), squeeze=False)
+    for ax in grid.flat:
+        ax.set_visible(False)
+    for c, (fam, trials) in enumerate(by_family.items()):
+        for r, t in enumerate(trials):
+            ax = grid[r][c]
+            ax.set_visible(True)
+            img = _decode_png(t.last_samples_png)
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+            seed = t.params.get("seed")
+            ax.set_title(f"{FAMILY_LABEL.get(fam, fam)}" + (f" seed {seed}" if seed is not None else "")
+                         + f", step {t.samples[-1][0]}\n{t.status}", fontsize=8, color=_text_colour(t.verdict_name))
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("Final sample grids (the same fixed z per seed; VAE samples are G(z), z ~ N(0, I))", fontsize=9)
+    return _png(fig)
+
+
+def image_rows(rows: list[Any], pad: int = 2):
+    """Images [n, C, H, W] in [-1, 1] per row -> one uint8 picture [H', W', C], rows stacked, gray padding."""
+    import numpy as np  # noqa: PLC0415
+
+    arrays = [r.detach().float().cpu().numpy() if hasattr(r, "detach") else np.asarray(r, dtype=np.float32)
+              for r in rows]
+    n = max(a.shape[0] for a in arrays)
+    _, c, h, w = arrays[0].shape
+    out = np.full((len(arrays) * (h + pad) + pad, n * (w + pad) + pad, c), 128, dtype=np.uint8)
+    for r, a in enumerate(arrays):
+        # x ∈ [-1, 1] -> pixel = round(255 · (x + 1) / 2), clipped
+        pixels = np.clip(np.rint((a + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        for i in range(a.shape[0]):
+            y, x = pad + r * (h + pad), pad + i * (w + pad)
+            out[y:y + h, x:x + w, :] = pixels[i].transpose(1, 2, 0)
+    return out
+
+
+def figure_vae_reconstructions(recons: list[Reconstruction]) -> bytes | None:
+    """Per VAE trial: held-out originals above, their reconstructions G(μ(x)) below."""
+    if not recons:
+        return None
+    n = max(r.originals.shape[0] for r in recons)
+    fig = _figure(max(4.0, 0.55 * n + 1.4), 1.5 * len(recons) + 0.6)
+    axes = fig.subplots(len(recons), 1, squeeze=False)[:, 0]
+    for ax, r in zip(axes, recons):
+        img = image_rows([r.originals, r.reconstructions])
+        ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        h = r.originals.shape[2] + 2
+        ax.set_yticks([2 + h / 2 - 1, 2 + h + h / 2 - 1], ["held-out", "reconstructed"], fontsize=7)
+        ax.set_xticks([])
+        ax.set_title(f"{r.trial}, step {r.step}: held-out MSE {r.mse:.1f} (Σ over pixels, mean of {r.n_mse} images)",
+                     fontsize=8)
+    fig.suptitle("VAE reconstructions: originals above, G(μ(x)) below", fontsize=9)
+    return _png(fig)
+
+
+COMPARE_FIGURES = (  # (file name, caption, what to look for)
+    ("vae_vs_gan_metrics.png", "VAE vs GAN: final metrics per family",
+     "Bars at the mean over seeds, error bars at the spread, one dot per seed. The textbook trade-off: the VAE "
+     "higher on recall and classes covered, the GAN higher on precision."),
+    ("vae_vs_gan_samples.png", "VAE vs GAN: final sample grids",
+     "Side by side: VAE samples are typically smooth and blurry, GAN samples sharp but possibly repetitive."),
+    ("vae_reconstructions.png", "VAE reconstructions of held-out images",
+     "Originals from the test split above, the VAE's reconstructions G(μ(x)) below: close copies mean the "
+     "encoder and decoder learnt the data; blur here is the same blur as in the samples."),
+)
+
+
+def vae_vs_gan(exp: Experiment) -> Comparison | None:
+    """The VAE vs GAN comparison (numbers, sentences, reconstructions, figures), or None when the
+    trials do not span the vae family and a GAN family. Call after attach_media (sample grids)."""
+    if not compares_vae_with_gan(exp):
+        return None
+    nums = family_numbers(exp)
+    c = Comparison(nums, [], classes_in(exp.config))
+    others = [a for a in varying_axes(exp.trials) if a not in ("family", "seed")]
+    if others:
+        c.notes.append(f"the trials also vary {', '.join(others)}; the family numbers pool over them")
+    c.reconstructions = attach_reconstructions(exp, nums, c.notes)
+    vae = nums[VAE_FAMILY]
+    c.sentences = [trade_off_sentence(vae, g) for fam, g in nums.items() if fam != VAE_FAMILY]
+    if (cov := coverage_sentence(nums, c.n_classes)) is not None:
+        c.sentences.append(cov)
+    draw = {"vae_vs_gan_metrics.png": lambda: figure_vae_vs_gan_metrics(nums, c.n_classes),
+            "vae_vs_gan_samples.png": lambda: figure_vae_vs_gan_samples(exp, nums),
+            "vae_reconstructions.png": lambda: figure_vae_reconstructions(c.reconstructions)}
+    for name, caption, _explain in COMPARE_FIGURES:
+        try:
+            png = draw[name]()
+        except Exception as e:  # noqa: BLE001 — a figure's bug must not cost the whole report
+            log.exception("figure %s failed", name)
+            c.notes.append(f"figure {name} could not be drawn ({_brief(e)})")
+            continue
+        if png is not None:
+            c.figures[name] = (caption, png)
+    return c
+
+
+def _compare_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per metric, one column per family."""
+    fams = list(c.families.values())
+    head = ["metric"] + [f"{f.label} ({len(f.trials)} trial{'s' if len(f.trials) != 1 else ''})" for f in fams]
+    rows = []
+    for key, label, better in COMPARE_METRICS:
+        if any(key in f.metrics for f in fams):
+            of = f" of {c.n_classes}" if key == "classes_covered" and c.n_classes else ""
+            rows.append([f"{label}{of}, {better} is better"] + [_fmt_spread(f.metrics.get(key)) for f in fams])
+    vae = c.families.get(VAE_FAMILY)
+    if vae is not None and vae.recon_mse is not None:
+        rows.append(["held-out reconstruction MSE (Σ over pixels, per image)"]
+                    + [_fmt_spread(vae.recon_mse) if f.family == VAE_FAMILY else "—" for f in fams])
+    rows.append(["verdicts"] + [", ".join(f"{n} {VERDICT_LABEL[v]}" for v, n in Counter(f.verdicts).most_common())
+                                for f in fams])
+    return head, rows
+
+
+def vae_vs_gan_markdown(c: Comparison) -> list[str]:
+    """The "VAE vs GAN" section of report.md (figures linked from figures/)."""
+    head, rows = _compare_table(c)
+    lines = ["## VAE vs GAN", ""] + [x for s in c.sentences for x in (s, "")] + [
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md_escape(x) for x in r) + " |" for r in rows]
+    lines += ["", "Mean ± sample standard deviation over seeds, at each trial's last evaluation. "
+              + PRECISION_RECALL_TEXT, ""]
+    explain = {name: text for name, _, text in COMPARE_FIGURES}
+    for name, (caption, _) in c.figures.items():
+        lines += [f"### {caption}", "", explain[name], "", f"![{caption}](figures/{name})", ""]
+    lines += [f"- note: {n}" for n in c.notes]
+    return lines + ([""] if c.notes else [])
+
+
+def vae_vs_gan_html(c: Comparison) -> list[str]:
+    """The "VAE vs GAN" section of report.html (figures inline)."""
+    e = html.escape
+    head, rows = _compare_table(c)
+    out = ['<h2 id="vae-vs-gan">VAE vs GAN</h2>']
+    out += [f'<p class="summary">{e(s)}</p>' for s in c.sentences]
+    out.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>")
+    for r in rows:
+        out.append("<tr>" + f"<td>{e(r[0])}</td>" + "".join(f'<td class="num">{e(x)}</td>' for x in r[1:]) + "</tr>")
+    out.append(f'</tbody></table><p class="explain">Mean ± sample standard deviation over seeds, at each trial\'s '
+               f"last evaluation. {e(PRECISION_RECALL_TEXT)}</p>")
+    explain = {name: text for name, _, text in COMPARE_FIGURES}
+    for name, (caption, png) in c.figures.items():
+        out.append(f'<figure id="{e(name)}"><figcaption><b>{e(caption)}</b><p class="explain">{e(explain[name])}'
+                   f'</p></figcaption><img alt="{e(caption)}" src="{_data_uri(png, "image/png")}"></figure>')
+    if c.notes:
+        out.append("<ul>" + "".join(f'<li class="note">{e(n)}</li>' for n in c.notes) + "</ul>")
+    return out
+
+
 # ---- writing -------------------------------------------------------------------------------
 
 
@@ -998,12 +1466,14 @@ def write_report(experiment_uri: str, *, n_samples: int = DEFAULT_N_SAMPLES) -> 
     attach_histograms(exp, n_samples)
     attach_media(exp)
     figures = make_figures(exp)
-    for name, (_, png) in figures.items():
+    comparison = vae_vs_gan(exp)  # None unless the trials span the vae family and a GAN family
+    for name, (_, png) in [*figures.items(), *(comparison.figures.items() if comparison else ())]:
         storage.put_bytes(storage.join(exp_uri, "figures", name), png)
     storage.put_bytes(storage.join(exp_uri, "trials.csv"), trials_csv(exp).encode())
-    storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures).encode())
+    storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures, comparison).encode())
     html_uri = storage.join(exp_uri, "report.html")
-    storage.put_bytes(html_uri, report_html(exp, figures).encode())  # last: its presence means a complete report
+    # last: its presence means a complete report
+    storage.put_bytes(html_uri, report_html(exp, figures, comparison).encode())
     return html_uri
 
 

@@ -118,6 +118,86 @@ def _endpoint_words(scheme: str) -> str:
     return "AWS S3" if scheme == "s3" else "Google Cloud Storage"
 
 
+S3_MAX_ATTEMPTS = 10  # the AWS SDK's standard backoff: about a minute of connection errors ridden out
+
+
+class RetryingS3Handler(pafs.FileSystemHandler):
+    """pyarrow's S3FileSystem with more retries, in a form that survives pickling.
+
+    Ray ships the storage filesystem to its controller and workers by pickling it, and a
+    pickled S3FileSystem forgets its retry strategy (pyarrow's default gives up on a
+    connection error within a second). This handler pickles only the options and builds the
+    S3FileSystem, retry strategy included, in each process. Small writes become one
+    PutObject (allow_delayed_open), so an object is whole or absent.
+    """
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = dict(options)
+        self._fs: pafs.S3FileSystem | None = None
+
+    def __reduce__(self):
+        return (RetryingS3Handler, (self.options,))
+
+    @property
+    def fs(self) -> pafs.S3FileSystem:
+        if self._fs is None:
+            self._fs = pafs.S3FileSystem(
+                allow_delayed_open=True, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
+                **self.options)
+        return self._fs
+
+    def __eq__(self, other):
+        return isinstance(other, RetryingS3Handler) and other.options == self.options
+
+    def equals(self, other):
+        return self == other
+
+    def get_type_name(self):
+        return "s3+retry"
+
+    def normalize_path(self, path):
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("ganray never deletes a whole bucket's contents")
+
+    def delete_file(self, path):
+        self.fs.delete_file(path)
+
+    def move(self, src, dest):
+        self.fs.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.fs.open_input_file(path)
+
+    def open_output_stream(self, path, metadata):
+        return self.fs.open_output_stream(path, metadata=metadata)
+
+    def open_append_stream(self, path, metadata):
+        return self.fs.open_append_stream(path, metadata=metadata)
+
+
 def filesystem(uri: str, *, retry_time_limit_sec: float | None = None) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it, with the environment's endpoints applied.
 
@@ -135,8 +215,7 @@ def filesystem(uri: str, *, retry_time_limit_sec: float | None = None) -> tuple[
         region = _s3_region()
         if region:
             kw["region"] = region
-        # Small writes become one PutObject instead of a multipart upload.
-        return pafs.S3FileSystem(allow_delayed_open=True, **kw), path
+        return pafs.PyFileSystem(RetryingS3Handler(kw)), path
     if scheme == "gs":
         ep = gcs_endpoint()
         kw = {}
