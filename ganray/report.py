@@ -11,7 +11,7 @@ Reads what the training side wrote (DESIGN.md, "Experiment layout"):
     <exp>/trials/<trial>/metrics.jsonl       one JSON object per report (losses; metrics at eval steps)
     <exp>/trials/<trial>/verdict.json        {"verdict", "step", "first_seen_step", "reasons", "stopped_early"?}
     <exp>/trials/<trial>/samples/step_*.png, fixed_z.gif
-    <exp>/trials/<trial>/checkpoint_*/checkpoint.pt (Ray) or checkpoints/step_*.pt (ganray train --local)
+    <exp>/trials/<trial>/checkpoint_*/checkpoint.pt (Ray's layout; `ganray train --local` writes the same)
 
 and writes next to the trials:
 
@@ -94,8 +94,7 @@ _FLOAT = r"[0-9.]+(?:e[+-]?[0-9]+)?"
 _NAME_PART = re.compile(rf"(?:^|-)(?:z(?P<z_dim>\d+)|lrg(?P<lr_g>{_FLOAT})|lrd(?P<lr_d>{_FLOAT})|s(?P<seed>\d+)"
                         rf"|(?P<family>wgan-gp|began|vae|gan))(?=-|$)")
 _NAME_TYPES = {"z_dim": int, "lr_g": float, "lr_d": float, "seed": int, "family": str}
-_RAY_CKPT = re.compile(r"^checkpoint_(\d+)/checkpoint\.pt$")
-_LOCAL_CKPT = re.compile(r"^checkpoints/step_(\d+)\.pt$")
+_CKPT = re.compile(r"^checkpoint_(\d+)/checkpoint\.pt$")
 _SAMPLE = re.compile(r"^samples/step_(\d+)\.png$")
 # Per-class shares in metrics.jsonl, as indexed scalars ("class_share_3") or one list ("class_histogram").
 _CLASS_KEY = re.compile(r"^(?:class|mode)_share_(\d+)$")
@@ -314,7 +313,7 @@ def load_trial(exp_uri: str, name: str, files: set[str], sweep_cfg: Config | Non
     for rel in files:
         if m := _SAMPLE.match(rel):
             t.samples.append((int(m.group(1)), storage.join(uri, rel)))
-        elif m := (_RAY_CKPT.match(rel) or _LOCAL_CKPT.match(rel)):
+        elif m := _CKPT.match(rel):
             t.checkpoints.append((int(m.group(1)), storage.join(uri, rel)))
     t.samples.sort()
     t.checkpoints.sort()

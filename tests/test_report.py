@@ -100,7 +100,7 @@ def build_experiment(root: Path) -> Path:
         _write(t1 / "samples" / f"step_{step:06d}.png", _png(step // 2))
     _write(t1 / "fixed_z.gif", _gif((10, 200, 90)))
 
-    # z10-s0: healthy; `ganray train --local`'s layout checkpoints/step_<step>.pt
+    # z10-s0: healthy
     c10 = cfg.replace(**{"model.z_dim": 10})
     t10 = exp / "trials" / "z10-s0"
     _write(t10 / "config.yaml", c10.to_yaml())
@@ -109,8 +109,8 @@ def build_experiment(root: Path) -> Path:
                                                        [1.1, 1.0, 0.95, 0.9])))
     _write(t10 / "verdict.json", json.dumps({"verdict": "healthy", "step": 400, "first_seen_step": 100,
                                              "reasons": [HEALTHY_REASON]}))
-    checkpoint.save(_checkpoint_state(c10, shape, 200), t10 / "checkpoints" / "step_000200.pt")
-    checkpoint.save(_checkpoint_state(c10, shape, 400), t10 / "checkpoints" / "step_000400.pt")
+    checkpoint.save(_checkpoint_state(c10, shape, 200), t10 / "checkpoint_000200" / "checkpoint.pt")
+    checkpoint.save(_checkpoint_state(c10, shape, 400), t10 / "checkpoint_000400" / "checkpoint.pt")
     _write(t10 / "samples" / "step_000400.png", _png(128))
     _write(t10 / "fixed_z.gif", _gif((30, 60)))
 
