@@ -1011,6 +1011,13 @@ COMPARE_METRICS = (
     ("precision", "precision (sharpness/realism)", "higher"),
     ("recall", "recall (coverage)", "higher"),
 )
+# Supporting numbers, in the table only: where precision and recall disagree with the eye, these tell why.
+SUPPORT_METRICS = (
+    ("coverage", "PRDC coverage (real samples with a generated one in their k-NN ball)", "higher"),
+    ("near_real_share", "near-real share (realism with one global radius)", "higher"),
+    ("spread_ratio", "pixel spread ratio (1 = like the data; smooth, blurred samples < 1)", "closer to 1"),
+    ("mean_confidence", "classifier confidence", "higher"),
+)
 RECON_SHOWN = 8  # held-out images shown per VAE trial (originals above, reconstructions below)
 RECON_MSE_MAX = 500  # held-out images behind the reconstruction MSE
 PRECISION_RECALL_TEXT = (
@@ -1018,6 +1025,8 @@ PRECISION_RECALL_TEXT = (
     "sample in the reference classifier's feature space: it measures sharpness/realism (blurry or malformed "
     "samples fall between the real ones). Recall is the share of real samples that land inside the k-NN ball of "
     "some generated sample: it measures coverage (a dropped mode leaves its real samples unrecalled). "
+    "k-NN precision can be fooled by the few real outliers whose k-NN balls are huge (docs/metrics.md); the "
+    "near-real share, with one global radius, is the sturdier realism number. "
     "Classes covered and KL to uniform come from the classifier's labels of the generated samples, over the "
     "classes the data holds; FCD is the Fréchet distance of the classifier features (lower is closer to the "
     "real data).")
@@ -1052,7 +1061,7 @@ class FamilyNumbers:
 
     family: str
     trials: list[str]
-    metrics: dict[str, Spread]  # COMPARE_METRICS keys logged by at least one trial
+    metrics: dict[str, Spread]  # COMPARE_METRICS and SUPPORT_METRICS keys logged by at least one trial
     verdicts: list[str] = field(default_factory=list)
     recon_mse: Spread | None = None  # VAE: held-out reconstruction MSE (Σ over pixels, per image)
 
@@ -1102,7 +1111,7 @@ def family_numbers(exp: Experiment) -> dict[str, FamilyNumbers]:
                       key=lambda f: (order.index(f) if f in order else len(order), f)):
         trials = [t for t in exp.trials if family_of(t) == fam]
         metrics = {}
-        for key, _label, _better in COMPARE_METRICS:
+        for key, _label, _better in COMPARE_METRICS + SUPPORT_METRICS:
             values = [v for t in trials if (v := t.final(key)) is not None and math.isfinite(v)]
             if values:
                 metrics[key] = Spread(values)
@@ -1197,6 +1206,13 @@ def coverage_sentence(nums: dict[str, FamilyNumbers], n_classes: int | None) -> 
     if fcd:
         text.append("FCD (lower is closer to the real data): " + " vs ".join(fcd))
     return "; ".join(text) + "." if text else None
+
+
+def support_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str | None:
+    """"Supporting numbers: pixel spread ratio VAE 0.54 vs GAN 1.08, ..." for the SUPPORT_METRICS both logged."""
+    parts = [f"{label.split(' (')[0]} VAE {vae.metrics[key].mean:.2f} vs {gan.label} {gan.metrics[key].mean:.2f}"
+             for key, label, _better in SUPPORT_METRICS if key in vae.metrics and key in gan.metrics]
+    return f"Supporting numbers (VAE vs {gan.label}): " + "; ".join(parts) + "." if parts else None
 
 
 def held_out_images(cfg: Config, n: int, seed: int = 0):
@@ -1382,9 +1398,11 @@ def vae_vs_gan(exp: Experiment) -> Comparison | None:
         c.notes.append(f"the trials also vary {', '.join(others)}; the family numbers pool over them")
     c.reconstructions = attach_reconstructions(exp, nums, c.notes)
     vae = nums[VAE_FAMILY]
-    c.sentences = [trade_off_sentence(vae, g) for fam, g in nums.items() if fam != VAE_FAMILY]
+    gans = [g for fam, g in nums.items() if fam != VAE_FAMILY]
+    c.sentences = [trade_off_sentence(vae, g) for g in gans]
     if (cov := coverage_sentence(nums, c.n_classes)) is not None:
         c.sentences.append(cov)
+    c.sentences += [x for g in gans if (x := support_sentence(vae, g)) is not None]
     draw = {"vae_vs_gan_metrics.png": lambda: figure_vae_vs_gan_metrics(nums, c.n_classes),
             "vae_vs_gan_samples.png": lambda: figure_vae_vs_gan_samples(exp, nums),
             "vae_reconstructions.png": lambda: figure_vae_reconstructions(c.reconstructions)}
@@ -1405,7 +1423,7 @@ def _compare_table(c: Comparison) -> tuple[list[str], list[list[str]]]:
     fams = list(c.families.values())
     head = ["metric"] + [f"{f.label} ({len(f.trials)} trial{'s' if len(f.trials) != 1 else ''})" for f in fams]
     rows = []
-    for key, label, better in COMPARE_METRICS:
+    for key, label, better in COMPARE_METRICS + SUPPORT_METRICS:
         if any(key in f.metrics for f in fams):
             of = f" of {c.n_classes}" if key == "classes_covered" and c.n_classes else ""
             rows.append([f"{label}{of}, {better} is better"] + [_fmt_spread(f.metrics.get(key)) for f in fams])

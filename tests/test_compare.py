@@ -30,10 +30,14 @@ SHAPE = (1, 28, 28)
 COMPARE_FIGURES = ("vae_vs_gan_metrics.png", "vae_vs_gan_samples.png", "vae_reconstructions.png")
 # Final metrics per trial: the textbook trade-off (VAE: more recall, less precision).
 KNOWN = {
-    "vae-s0": {"classes_covered": 2.0, "kl_uniform": 0.01, "fcd": 40.0, "precision": 0.33, "recall": 0.60},
-    "vae-s1": {"classes_covered": 2.0, "kl_uniform": 0.03, "fcd": 44.0, "precision": 0.37, "recall": 0.64},
-    "gan-s0": {"classes_covered": 2.0, "kl_uniform": 0.20, "fcd": 30.0, "precision": 0.80, "recall": 0.40},
-    "gan-s1": {"classes_covered": 1.0, "kl_uniform": 0.60, "fcd": 36.0, "precision": 0.76, "recall": 0.42},
+    "vae-s0": {"classes_covered": 2.0, "kl_uniform": 0.01, "fcd": 40.0, "precision": 0.33, "recall": 0.60,
+               "near_real_share": 0.50, "spread_ratio": 0.50},
+    "vae-s1": {"classes_covered": 2.0, "kl_uniform": 0.03, "fcd": 44.0, "precision": 0.37, "recall": 0.64,
+               "near_real_share": 0.50, "spread_ratio": 0.60},
+    "gan-s0": {"classes_covered": 2.0, "kl_uniform": 0.20, "fcd": 30.0, "precision": 0.80, "recall": 0.40,
+               "near_real_share": 0.40, "spread_ratio": 1.00},
+    "gan-s1": {"classes_covered": 1.0, "kl_uniform": 0.60, "fcd": 36.0, "precision": 0.76, "recall": 0.42,
+               "near_real_share": 0.40, "spread_ratio": 1.10},
 }
 TEXTBOOK = "VAE recall 0.62 ≥ GAN 0.41, VAE precision 0.35 < GAN 0.78: the VAE covers the modes but blurs"
 
@@ -253,6 +257,10 @@ def test_report_has_the_vae_vs_gan_section_with_both_families_numbers(written):
     assert "| precision (sharpness/realism), higher is better | 0.35 ± 0.03 (2 seeds) | 0.78 ± 0.03 (2 seeds) |" in section
     assert "| classes covered of 2, higher is better | 2.00 ± 0.00 (2 seeds) | 1.50 ± 0.71 (2 seeds) |" in section
     assert "held-out reconstruction MSE" in section and "sharpness/realism" in section and "coverage" in section
+    assert ("Supporting numbers (VAE vs GAN): near-real share VAE 0.50 vs GAN 0.40; "
+            "pixel spread ratio VAE 0.55 vs GAN 1.05.") in section
+    assert "| near-real share (realism with one global radius), higher is better | 0.50 ± 0.00 (2 seeds) |" in section
+    assert "PRDC coverage" not in section  # not logged: no row
     for name in COMPARE_FIGURES:
         assert f"(figures/{name})" in section
 
