@@ -74,7 +74,9 @@ def train_worker(loop_config: dict) -> None:
             resume = checkpoint.load(os.path.join(d, checkpoint.FILENAME))
         log.info("rank %d: resuming from step %d", rank, resume["step"])
 
-    art = (TrialArtifacts(paths.trial, paths.tensorboard, resume_step=resume["step"] if resume else None)
+    # resume_step is the first step the resumed run writes (TrialArtifacts drops earlier output at or
+    # after it); the checkpoint's own step was logged before the checkpoint, so keep it: step + 1.
+    art = (TrialArtifacts(paths.trial, paths.tensorboard, resume_step=resume["step"] + 1 if resume else None)
            if rank == 0 else None)
     if art is not None:
         art.write_text("config.yaml", cfg.to_yaml())

@@ -46,8 +46,9 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
         resume = checkpoint.load(last)
         checkpoint.check_compatible(resume, cfg, f"existing checkpoint {last}")
         log.info("resuming %s from %s (step %d)", trial, last, resume["step"])
-    # resume_step: metrics.jsonl lines and TensorBoard steps after the checkpoint are dropped, not doubled
-    art = TrialArtifacts(trial_uri, tb_uri, resume_step=resume["step"] if resume else None)
+    # resume_step = the first step this run writes: output logged after the checkpoint by the
+    # interrupted run is dropped, not doubled (the checkpoint's own step was logged before it)
+    art = TrialArtifacts(trial_uri, tb_uri, resume_step=resume["step"] + 1 if resume else None)
     art.write_text("config.yaml", cfg.to_yaml())
 
     def report(step, metrics, *, samples=None, verdict=None):

@@ -40,12 +40,16 @@ import sys
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from ganray import storage
 from ganray.config import Config, ConfigError, check_storage_uri, from_dict
+
+if TYPE_CHECKING:  # the report imports numpy and torch only when it draws or generates
+    import numpy as np
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -1022,8 +1026,8 @@ RECON_SHOWN = 8  # held-out images shown per VAE trial (originals above, reconst
 RECON_MSE_MAX = 500  # held-out images behind the reconstruction MSE
 PRECISION_RECALL_TEXT = (
     "Precision is the share of generated samples that land inside the k-nearest-neighbour ball of some real "
-    "sample in the reference classifier's feature space: it measures sharpness/realism (blurry or malformed "
-    "samples fall between the real ones). Recall is the share of real samples that land inside the k-NN ball of "
+    "sample in the reference classifier's feature space: it measures sharpness/realism (samples unlike any "
+    "real one fall outside every ball). Recall is the share of real samples that land inside the k-NN ball of "
     "some generated sample: it measures coverage (a dropped mode leaves its real samples unrecalled). "
     "k-NN precision can be fooled by the few real outliers whose k-NN balls are huge (docs/metrics.md); the "
     "near-real share, with one global radius, is the sturdier realism number. "
@@ -1076,8 +1080,8 @@ class Reconstruction:
 
     trial: str
     step: int
-    originals: Any  # Tensor [n, C, H, W] in [-1, 1]
-    reconstructions: Any  # Tensor [n, C, H, W]
+    originals: torch.Tensor  # [n, C, H, W] in [-1, 1]
+    reconstructions: torch.Tensor  # [n, C, H, W]
     mse: float  # mean over RECON_MSE_MAX held-out images of Σ_pixels (x − G(μ(x)))²
     n_mse: int  # images behind `mse`
 
@@ -1161,7 +1165,8 @@ TRADE_OFF_READING = {
     (">", ">"): "the VAE is ahead on both: the {G} is neither sharper nor more diverse at this budget",
     (">", "≈"): "the VAE covers more of the data and is as realistic: the {G} is not sharper at this budget",
     ("≈", ">"): "the VAE is more realistic and covers as much: the {G} is not sharper at this budget",
-    ("<", ">"): "the reverse of the usual trade-off: the VAE's samples are more realistic, the {G}'s cover more",
+    ("<", ">"): ("the reverse of the textbook trade-off: the VAE's samples land inside the real data's k-NN balls "
+                 "but bunch in a small part of it, the {G}'s spread over more of it with more samples off it"),
     ("<", "≈"): "the {G} covers more of the real data at the same realism",
     ("≈", "≈"): "the two families are level on precision and recall at this budget",
 }
@@ -1183,8 +1188,8 @@ def trade_off_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str:
     rel = (relation(rv, rg), relation(pv, pg))
     reading = TRADE_OFF_READING[rel].format(G=G)
     bad = [v for v in gan.verdicts if v in ("collapsed", "garbage", "diverged", "partial_collapse")]
-    if bad and rel[1] != "<":
-        reading += f" ({len(bad)} of {len(gan.verdicts)} {G} trials {VERDICT_LABEL[bad[0]]})"
+    if bad and rel in ((">", ">"), (">", "≈"), ("≈", ">")):  # the VAE ahead: say what became of the GAN
+        reading += f" ({len(bad)} of {len(gan.verdicts)} {G} trials {SUMMARY_LABEL[bad[0]]})"
     level = [name for name, r in zip(("recall", "precision"), rel) if r == "≈"
              and not (abs(vae.metrics[name].mean - gan.metrics[name].mean) < LEVEL_GAP)]
     caveat = f" (the {' and '.join(level)} gap is within the seeds' spread)" if level else ""
@@ -1208,6 +1213,21 @@ def coverage_sentence(nums: dict[str, FamilyNumbers], n_classes: int | None) -> 
     return "; ".join(text) + "." if text else None
 
 
+PRECISION_OVERSTATES_GAP = 0.3  # precision this far above the near-real share: it overstates realism
+
+
+def precision_caveat(f: FamilyNumbers) -> str | None:
+    """A sentence when k-NN precision and the near-real share disagree by PRECISION_OVERSTATES_GAP or more."""
+    p, near = f.metrics.get("precision"), f.metrics.get("near_real_share")
+    if p is None or near is None or p.mean - near.mean < PRECISION_OVERSTATES_GAP:
+        return None
+    # share inside some real k-NN ball AND farther than q95 from every real sample ≥ precision − near_real_share
+    return (f"{f.label} precision {p.mean:.2f} but near-real share {near.mean:.2f}: at least "
+            f"{p.mean - near.mean:.0%} of its samples lie inside some real sample's k-NN ball yet farther from every "
+            "real sample than 95% of real samples lie from their nearest neighbour, so here precision overstates "
+            "realism.")
+
+
 def support_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str | None:
     """"Supporting numbers: pixel spread ratio VAE 0.54 vs GAN 1.08, ..." for the SUPPORT_METRICS both logged."""
     parts = [f"{label.split(' (')[0]} VAE {vae.metrics[key].mean:.2f} vs {gan.label} {gan.metrics[key].mean:.2f}"
@@ -1215,7 +1235,7 @@ def support_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str | None:
     return f"Supporting numbers (VAE vs {gan.label}): " + "; ".join(parts) + "." if parts else None
 
 
-def held_out_images(cfg: Config, n: int, seed: int = 0):
+def held_out_images(cfg: Config, n: int, seed: int = 0) -> torch.Tensor:
     """Up to `n` held-out (test split) real images [n, C, H, W], taken in turn from each class present."""
     import torch  # noqa: PLC0415
 
@@ -1303,7 +1323,7 @@ def figure_vae_vs_gan_metrics(nums: dict[str, FamilyNumbers], n_classes: int | N
     return _png(fig)
 
 
-def _decode_png(data: bytes):
+def _decode_png(data: bytes) -> np.ndarray:
     import numpy as np  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
@@ -1337,7 +1357,7 @@ def figure_vae_vs_gan_samples(exp: Experiment, nums: dict[str, FamilyNumbers]) -
     return _png(fig)
 
 
-def image_rows(rows: list[Any], pad: int = 2):
+def image_rows(rows: list[Any], pad: int = 2) -> np.ndarray:
     """Images [n, C, H, W] in [-1, 1] per row -> one uint8 picture [H', W', C], rows stacked, gray padding."""
     import numpy as np  # noqa: PLC0415
 
@@ -1403,6 +1423,7 @@ def vae_vs_gan(exp: Experiment) -> Comparison | None:
     if (cov := coverage_sentence(nums, c.n_classes)) is not None:
         c.sentences.append(cov)
     c.sentences += [x for g in gans if (x := support_sentence(vae, g)) is not None]
+    c.sentences += [x for f in nums.values() if (x := precision_caveat(f)) is not None]
     draw = {"vae_vs_gan_metrics.png": lambda: figure_vae_vs_gan_metrics(nums, c.n_classes),
             "vae_vs_gan_samples.png": lambda: figure_vae_vs_gan_samples(exp, nums),
             "vae_reconstructions.png": lambda: figure_vae_reconstructions(c.reconstructions)}

@@ -161,7 +161,9 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     tune_path = exp_path + "/tune"
     trainable = tune.with_parameters(sweep_trial, base=cfg.to_dict())
     # The trial function only drives the TorchTrainer; its workers request the real resources.
-    trainable = tune.with_resources(trainable, {"CPU": 0.01})
+    # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
+    # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
+    trainable = tune.with_resources(trainable, {"memory": 1 << 20})
     scheduler = None
     if cfg.sweep.asha:
         scheduler = tune.schedulers.ASHAScheduler(

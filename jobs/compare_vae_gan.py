@@ -2,7 +2,7 @@
 reconstructions, class coverage, FCD, precision (sharpness/realism) and recall (coverage)
 side by side.
 
-    python jobs/compare_vae_gan.py                 # offline: mnist5k digits 5 and 7, CPU-sized (~5 min)
+    python jobs/compare_vae_gan.py                 # offline: mnist5k digits 5 and 7, CPU-sized (5-8 min)
     python jobs/compare_vae_gan.py --smoke         # tiny and fast (CI)
     python jobs/compare_vae_gan.py --config configs/compare_fashion_shoes.yaml --storage gs://BUCKET/ganray
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from ganray.sweep import main  # noqa: E402
 
 # The offline stand-in for Fashion-MNIST shoes: two mnist5k digit classes. Sized for a laptop:
-# 4 trials x 400 steps at width 0.25 take about 5 minutes on 2 CPU cores (docs/compare.md).
+# 4 trials x 400 steps at width 0.25 take 5-8 minutes on 2 CPU cores (docs/compare.md).
 DEFAULTS = {
     "experiment.name": "compare-vae-gan-local",
     "data.dataset": "mnist5k",

@@ -125,7 +125,7 @@ def test_trade_off_sentence_reads_the_textbook_case():
      "VAE recall 0.31 < WGAN-GP 0.51, VAE precision 0.32 < WGAN-GP 0.79: the WGAN-GP is ahead on both"),
     # the reverse of the usual trade-off
     ([0.20, 0.22], [0.80, 0.82], [0.50, 0.52], [0.40, 0.42],
-     "VAE recall 0.21 < WGAN-GP 0.51, VAE precision 0.81 ≥ WGAN-GP 0.41: the reverse of the usual trade-off"),
+     "VAE recall 0.21 < WGAN-GP 0.51, VAE precision 0.81 ≥ WGAN-GP 0.41: the reverse of the textbook trade-off"),
     # recall gap inside the seeds' spread: level on recall, the VAE blurs
     ([0.50, 0.60], [0.30, 0.32], [0.45, 0.55], [0.80, 0.82],
      "VAE recall 0.55 ≥ WGAN-GP 0.50, VAE precision 0.31 < WGAN-GP 0.81: the VAE covers the data as well as the "
@@ -146,6 +146,15 @@ def test_trade_off_sentence_names_collapsed_gan_trials_and_near_zero_recall():
     assert "recall is near 0 for both" in untrained and "train longer" in untrained
     no_prdc = report.FamilyNumbers("gan", ["gan-s0"], {"fcd": report.Spread([3.0])})
     assert "add prdc to eval.metrics" in report.trade_off_sentence(vae, no_prdc)
+
+
+def test_precision_caveat_when_precision_far_exceeds_the_near_real_share():
+    f = _family("vae", [0.06, 0.07], [0.98, 0.99])
+    assert report.precision_caveat(f) is None  # no near-real share logged: nothing to compare with
+    f.metrics["near_real_share"] = report.Spread([0.43, 0.43])
+    assert report.precision_caveat(f).startswith("VAE precision 0.98 but near-real share 0.43:")
+    f.metrics["near_real_share"] = report.Spread([0.80, 0.80])
+    assert report.precision_caveat(f) is None  # 0.18 apart: they agree well enough
 
 
 def test_relation_treats_tiny_gaps_and_gaps_within_the_spread_as_level():
