@@ -12,6 +12,7 @@ and training_signals. Median of --repeats runs, per-metric times from one extra 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -45,8 +46,6 @@ def cpu_model() -> str:
 
 
 def cpu_count() -> int:
-    import os  # noqa: PLC0415
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
@@ -71,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", default=None, help="Markdown file whose '## Metrics' section gets the result")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     train, test = (load_dataset(DataConfig(dataset="mnist5k"), s) for s in ("train", "test"))
     g = torch.Generator().manual_seed(0)
@@ -103,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         parts[m.name] = time.perf_counter() - t0
 
     machine = f"{cpu_model()}, {cpu_count()} cores, torch {torch.__version__}, {args.threads} threads"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     verdict = f"{res.verdict}: " + "; ".join(res.reasons[:1])
     lines = [
         SECTION,
         "",
         f"`python bench/bench_metrics.py` — every image metric on {args.n:,} MNIST samples "
         f"(mnist5k digits, randomly shifted/rotated), reference = mnist5k train split ({len(train):,} digits).",
-        f"Machine: {machine}. Target: <= 5 s per evaluation.",
+        f"Machine: {machine}; 1-minute load average {load_before:.1f} before the run, {load:.1f} after "
+        "(the CPU is shared: other jobs' load slows every number here). Target: <= 5 s per evaluation.",
         "",
         "| what | seconds |",
         "|---|---|",

@@ -378,6 +378,12 @@ def _check_metric_names(cfg: Config) -> list[str]:
     for i, m in enumerate(cfg.eval.metrics):
         if m not in known:
             errs.append(f"eval.metrics[{i}]: unknown metric {m!r}{_did_you_mean(m, known)}; allowed: {', '.join(known)}")
+    if not errs and cfg.eval.metrics:
+        from ganray.metrics import applicable_metrics  # noqa: PLC0415
+
+        if not applicable_metrics(cfg.data.dataset, cfg.eval.metrics):
+            errs.append(f"eval.metrics: none of {', '.join(cfg.eval.metrics)} applies to data.dataset "
+                        f"{cfg.data.dataset!r} (2D mixtures: mixture_coverage; images: class_coverage, fcd, ...)")
     if cfg.sweep.asha:
         reportable = signal_names(cfg.eval.metrics)
         if cfg.sweep.asha_metric not in reportable:

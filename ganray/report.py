@@ -720,10 +720,14 @@ def figure_coverage_fcd(exp: Experiment) -> bytes | None:
     return _png(fig)
 
 
+def _is_loss(key: str) -> bool:
+    return key.startswith("loss_") or key in ("loss", "kl", "mse")
+
+
 def figure_loss_curves(exp: Experiment) -> bytes | None:
-    """loss_D and loss_G (and any other loss_*) over steps, one panel per trial; a dotted line at
-    the step the trial's bad verdict was first seen."""
-    trials = [t for t in exp.trials if any(k.startswith("loss_") for r in t.history for k in r)]
+    """loss_D and loss_G (and any other loss_*; the VAE's loss, kl and mse) over steps, one panel
+    per trial; a dotted line at the step the trial's bad verdict was first seen."""
+    trials = [t for t in exp.trials if any(_is_loss(k) for r in t.history for k in r)]
     if not trials:
         return None
     axes_names = varying_axes(exp.trials)
@@ -735,7 +739,7 @@ def figure_loss_curves(exp: Experiment) -> bytes | None:
         ax.set_visible(False)
     keys_all: list[str] = []
     for ax, t in zip(grid.flat, trials):
-        keys = sorted({k for r in t.history for k in r if k.startswith("loss_")})
+        keys = sorted({k for r in t.history for k in r if _is_loss(k)})
         for key in keys:
             steps, values = t.series(key)
             ax.plot(steps, values, label=key, linewidth=1.2, color=f"C{_loss_index(key, keys_all)}")

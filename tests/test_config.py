@@ -53,6 +53,8 @@ BAD = [
     ("model: [1, 2]", "model", "mapping"),
     ("experiment: {name: 'a b/c'}", "experiment.name", "letters"),
     ("model: {ema_decay: 1.5}", "model.ema_decay", "<= 1"),
+    ("data: {dataset: ring8}\neval: {metrics: [fcd]}", "eval.metrics", "applies to"),
+    ("eval: {metrics: [fid]}", "eval.metrics[0]", "unknown metric"),
 ]
 
 

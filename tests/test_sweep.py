@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,6 +197,10 @@ def test_ray_job_submit_on_a_started_head_succeeds_and_leaves_the_report(tmp_pat
     env.update(SWEEP_ENV)
     del env["RAY_ADDRESS"]  # the job must join the cluster `ray job submit` names, not start its own
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
+    # Ray >= 2.59 turns token authentication on for clusters started here; `ray job` clients need the
+    # same mode and token. A throwaway token for this cluster (not ~/.ray/auth_token); the job's
+    # driver and workers inherit it from the processes `ray start` creates.
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     head = RayHead(env)
     store = tmp_path / "store"
     sid = f"ganray-test-{os.getpid()}-{int(time.time())}"
@@ -207,12 +213,14 @@ def test_ray_job_submit_on_a_started_head_succeeds_and_leaves_the_report(tmp_pat
                     "python", JOB, "--smoke", "--storage", str(store), "--set", "sweep.z_dim=[1,10]", env=env)
         assert r.returncode == 0, tail(r)
         status = ray_cli("job", "status", "--address", head.dashboard, sid, env=env, timeout=120)
-        assert "SUCCEEDED" in status.stdout, tail(status)
+        assert f"Job '{sid}' succeeded" in status.stdout, tail(status)  # the CLI's words for SUCCEEDED
         # the job ran the uploaded copy of the working tree, without the virtual environment
-        uploads = list(Path(head.temp_dir).glob("session_*/runtime_resources/working_dir_files/*"))
+        uploads = [p for p in Path(head.temp_dir).glob("session_2*/runtime_resources/working_dir_files/_ray_pkg_*")
+                   if p.is_dir()]
         assert uploads and all((u / JOB).is_file() and not (u / ".venv").exists() for u in uploads), uploads
     finally:
         head.stop()
+        shutil.rmtree(head.temp_dir, ignore_errors=True)
     assert head.processes() == [], "the Ray cluster is still running"
     exp = str(store / "zdim-mnist-local")
     assert f"report: {exp}/report.html" in r.stdout, tail(r)
