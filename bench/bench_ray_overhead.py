@@ -1,9 +1,10 @@
 """Steps per second of the Ray Train loop (1 worker) vs the plain in-process loop.
 
-Same model, batch, data and thread count; throughput is taken from the loop's own reports
-(steps between the first and last report ÷ the time between them), so start-up (Ray
-workers, dataset load) is excluded from both and the per-report `ray.train.report` barrier
-is included in the Ray number. Goal: ratio >= 0.97.
+Same model, batch, data, thread count and artifacts (TensorBoard events, metrics.jsonl,
+samples, checkpoints through TrialArtifacts); throughput is taken from each run's own
+metrics.jsonl (steps between the first and last report ÷ the time between them), so start-up
+(Ray workers, dataset load) is excluded from both and the per-report `ray.train.report`
+barrier is included in the Ray number. Goal: ratio >= 0.97.
 
     python bench/bench_ray_overhead.py [--steps 300] [--width 0.25] [--batch 64] [--repeats 2] [--gpu]
 """
@@ -22,43 +23,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ganray.config import load  # noqa: E402
-from ganray.loop import train  # noqa: E402
+from ganray.local import run_local, trial_uris  # noqa: E402
 
 
-def _rate(reports: list[tuple[int, float]]) -> float:
-    (s0, t0), (s1, t1) = reports[0], reports[-1]
-    return (s1 - s0) / (t1 - t0)
+def _rate(trial_dir: str) -> float:
+    """Steps per second between the first and the last report in the trial's metrics.jsonl."""
+    rows = [json.loads(line) for line in Path(trial_dir, "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    return (last["step"] - first["step"]) / (last["elapsed_sec"] - first["elapsed_sec"])
 
 
-def plain(cfg) -> float:
-    reports: list[tuple[int, float]] = []
-    train(cfg, report=lambda step, m, **kw: reports.append((step, m["elapsed_sec"])),
-          save_checkpoint=lambda *a: None, should_stop=lambda *a: False)
-    return _rate(reports)
+def plain(cfg, name: str) -> float:
+    """The in-process loop as `ganray train --local` runs it (same artifacts as a Ray run)."""
+    cfg = cfg.replace(**{"experiment.name": name})
+    run_local(cfg, progress=False)
+    return _rate(trial_uris(cfg, "train")[0])
 
 
-def on_ray(cfg, workdir: str) -> float:
+def on_ray(cfg, name: str) -> float:
     import ray
-    from ray.train.v2.api.callback import UserCallback
 
-    from ganray.distributed import make_trainer
-
-    path = os.path.join(workdir, "reports.jsonl")
-
-    class Record(UserCallback):
-        def after_report(self, run_context, metrics, checkpoint):
-            with open(path, "a") as f:
-                f.write(json.dumps([metrics[0]["step"], metrics[0]["elapsed_sec"]]) + "\n")
+    from ganray.distributed import make_trainer, run_paths
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
-    if os.path.exists(path):
-        os.remove(path)
-    result = make_trainer(cfg, f"bench-{os.getpid()}-{len(os.listdir(workdir))}", callbacks=[Record()]).fit()
+    cfg = cfg.replace(**{"experiment.name": name})
+    result = make_trainer(cfg, "train").fit()
     if result.error:
         raise result.error
-    rows = [tuple(json.loads(line)) for line in Path(path).read_text().splitlines()]
-    return _rate(rows)
+    return _rate(run_paths(cfg, "train").trial)
 
 
 def main() -> None:
@@ -78,9 +71,9 @@ def main() -> None:
                           "experiment.name=bench", f"scaling.cpus_per_worker={threads}",
                           f"scaling.use_gpu={str(a.gpu).lower()}", f"train.device={'cuda' if a.gpu else 'cpu'}"])
         plain_rates, ray_rates = [], []
-        for _ in range(a.repeats):  # interleaved, so drifts in machine load hit both
-            plain_rates.append(plain(cfg))
-            ray_rates.append(on_ray(cfg, d))
+        for i in range(a.repeats):  # interleaved, so drifts in machine load hit both
+            plain_rates.append(plain(cfg, f"plain-{i}"))
+            ray_rates.append(on_ray(cfg, f"ray-{i}"))
     best_plain, best_ray = max(plain_rates), max(ray_rates)
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {threads} cores"

@@ -39,7 +39,6 @@ RAY = str(BIN / "ray")
 # 2-core machine (its default of 60 s is too short when other jobs share the cores).
 SWEEP_ENV = {"RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
              "PYTHONUNBUFFERED": "1"}
-RING8 = "configs/ring8.yaml"
 
 
 def run_job(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -193,8 +192,7 @@ def ray_cli(*args: str, env: dict, timeout: float = 900) -> subprocess.Completed
 
 @pytest.mark.slow
 def test_ray_job_submit_on_a_started_head_succeeds_and_leaves_the_report(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(SWEEP_ENV)
+    env = {**os.environ, **SWEEP_ENV}
     del env["RAY_ADDRESS"]  # the job must join the cluster `ray job submit` names, not start its own
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
     # Ray >= 2.59 turns token authentication on for clusters started here; `ray job` clients need the
