@@ -54,7 +54,8 @@ class SweepRun:
     wall_sec: float
     trial_steps: int
     trials: list[TrialOutcome]
-    best: str | None
+    best: str | None          # lowest final FCD among trials not judged bad (None: every trial judged bad)
+    best_by_fcd: str | None   # lowest final FCD whatever the verdict
 
 
 def machine() -> str:
@@ -115,14 +116,18 @@ def run_sweep(config: str | None, overrides: list[str], storage_dir: Path, stopp
     if len(experiments) != 1:
         raise SystemExit(f"expected one experiment under {storage_dir}, found {experiments}")
     trials = [read_trial(d) for d in sorted((experiments[0] / "trials").iterdir()) if d.is_dir()]
-    return SweepRun(stopper, wall, sum(t.steps for t in trials), trials, best_trial(trials))
+    with_fcd = [t for t in trials if t.fcd is not None]
+    best_by_fcd = min(with_fcd, key=lambda t: t.fcd).trial if with_fcd else None
+    return SweepRun(stopper, wall, sum(t.steps for t in trials), trials, best_trial(trials), best_by_fcd)
 
 
 def markdown(on: SweepRun, off: SweepRun) -> str:
     lines = ["| | with stopper | without | ratio |", "|---|---:|---:|---:|",
              f"| trial-steps | {on.trial_steps:,} | {off.trial_steps:,} | **{on.trial_steps / off.trial_steps:.2f}** |",
              f"| wall time (s) | {on.wall_sec:.0f} | {off.wall_sec:.0f} | **{on.wall_sec / off.wall_sec:.2f}** |",
-             f"| best trial | {on.best} | {off.best} | {'same' if on.best == off.best else 'DIFFERENT'} |",
+             f"| best trial (not judged bad) | {on.best or 'none'} | {off.best or 'none'} | {_same(on.best, off.best)} |",
+             f"| lowest final FCD, any verdict | {on.best_by_fcd} | {off.best_by_fcd} | "
+             f"{_same(on.best_by_fcd, off.best_by_fcd)} |",
              "", "| trial | steps with / without | verdict with stopper | verdict without | final FCD with / without |",
              "|---|---:|---|---|---:|"]
     by_name = {t.trial: t for t in off.trials}
@@ -133,6 +138,12 @@ def markdown(on: SweepRun, off: SweepRun) -> str:
         lines.append(f"| {t.trial} | {t.steps} / {o.steps if o else '-'} | {t.verdict}{stop} | "
                      f"{o.verdict if o else '-'} | {fcd} |")
     return "\n".join(lines)
+
+
+def _same(a: str | None, b: str | None) -> str:
+    if a is None and b is None:
+        return "no trial qualifies"
+    return "same" if a == b else "DIFFERENT"
 
 
 def _f(v: float | None) -> str:
