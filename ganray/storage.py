@@ -185,17 +185,19 @@ class RetryingS3Handler(pafs.FileSystemHandler):
     def copy_file(self, src, dest):
         self.fs.copy_file(src, dest)
 
+    # compression=None: PyFileSystem applies (or skips) compression itself, around the raw
+    # stream; the inner filesystem must not also decompress a .gz by its name.
     def open_input_stream(self, path):
-        return self.fs.open_input_stream(path)
+        return self.fs.open_input_stream(path, compression=None)
 
     def open_input_file(self, path):
         return self.fs.open_input_file(path)
 
     def open_output_stream(self, path, metadata):
-        return self.fs.open_output_stream(path, metadata=metadata)
+        return self.fs.open_output_stream(path, compression=None, metadata=metadata)
 
     def open_append_stream(self, path, metadata):
-        return self.fs.open_append_stream(path, metadata=metadata)
+        return self.fs.open_append_stream(path, compression=None, metadata=metadata)
 
 
 def filesystem(uri: str, *, retry_time_limit_sec: float | None = None) -> tuple[pafs.FileSystem, str]:

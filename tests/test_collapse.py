@@ -173,7 +173,7 @@ def test_judge_quotes_the_numbers():
     ({"classes_covered": 5, "covered_share": 0.99, "kl_uniform": 0.7}, "collapsed"),
     ({"classes_covered": 10, "kl_uniform": 0.0, "duplicate_share": 0.3, "spread_ratio": 0.9}, "partial_collapse"),
     ({"classes_covered": 10, "kl_uniform": 0.0, "duplicate_share": 0.6, "spread_ratio": 0.9}, "collapsed"),
-    ({"classes_covered": 10, "kl_uniform": 0.0, "near_real_share": 0.4, "precision": 0.9}, "garbage"),
+    ({"classes_covered": 10, "kl_uniform": 0.0, "near_real_share": 0.1, "precision": 0.9}, "garbage"),
     ({"classes_covered": 10, "kl_uniform": 0.0, "near_real_share": 0.6, "precision": 0.1}, "healthy"),
     ({"classes_covered": 10, "kl_uniform": 0.0, "mean_confidence": 0.3}, "garbage"),  # near_real off
     ({"classes_covered": 1, "kl_uniform": 2.3, "near_real_share": 0.0, "duplicate_share": 1.0}, "collapsed"),
