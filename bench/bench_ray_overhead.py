@@ -4,9 +4,11 @@ Same model, batch, data, thread count and artifacts (TensorBoard events, metrics
 samples, checkpoints through TrialArtifacts); throughput is taken from each run's own
 metrics.jsonl (steps between the first and last report ÷ the time between them), so start-up
 (Ray workers, dataset load) is excluded from both and the per-report `ray.train.report`
-barrier is included in the Ray number. Goal: ratio >= 0.97.
+barrier is included in the Ray number. Each measurement runs in a fresh process, plain and Ray
+alternating, and the ratio is the median over the pairs. Goal: ratio >= 0.97.
 
-    python bench/bench_ray_overhead.py [--steps 300] [--width 0.25] [--batch 64] [--repeats 2] [--gpu]
+    python bench/bench_ray_overhead.py [--steps 300] [--width 0.25] [--batch 64] [--pairs 4]
+                                       [--log-every 20] [--gpu]
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def on_ray(cfg, name: str) -> float:
     from ganray.distributed import make_trainer, run_paths
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False)  # a local Ray, as `ganray train` starts
     cfg = cfg.replace(**{"experiment.name": name})
     result = make_trainer(cfg, "train").fit()
     if result.error:
@@ -54,34 +56,57 @@ def on_ray(cfg, name: str) -> float:
     return _rate(run_paths(cfg, "train").trial)
 
 
+def _config(a, storage_uri: str, threads: int):
+    return load(None, [f"train.steps={a.steps}", f"model.width={a.width}", f"train.batch_size={a.batch}",
+                       f"train.log_every={a.log_every}", f"train.eval_every={a.steps}",
+                       f"train.sample_every={a.steps}", f"train.checkpoint_every={a.steps}", "eval.metrics=[]",
+                       f"storage.uri={storage_uri}", "experiment.name=bench", f"scaling.cpus_per_worker={threads}",
+                       f"scaling.use_gpu={str(a.gpu).lower()}", f"train.device={'cuda' if a.gpu else 'cpu'}"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--width", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--pairs", type=int, default=4, help="(plain, Ray) pairs, each side in a fresh process")
+    p.add_argument("--log-every", type=int, default=20, help="train.log_every (the default is 20)")
     p.add_argument("--gpu", action="store_true")
+    p.add_argument("--side", choices=("plain", "ray"), help=argparse.SUPPRESS)  # one measurement, internal
     a = p.parse_args()
     threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as d:
-        cfg = load(None, [f"train.steps={a.steps}", f"model.width={a.width}", f"train.batch_size={a.batch}",
-                          "train.log_every=25", f"train.eval_every={a.steps}", f"train.sample_every={a.steps}",
-                          f"train.checkpoint_every={a.steps}", "eval.metrics=[]", f"storage.uri={d}",
-                          "experiment.name=bench", f"scaling.cpus_per_worker={threads}",
-                          f"scaling.use_gpu={str(a.gpu).lower()}", f"train.device={'cuda' if a.gpu else 'cpu'}"])
-        plain_rates, ray_rates = [], []
-        for i in range(a.repeats):  # interleaved, so drifts in machine load hit both
-            plain_rates.append(plain(cfg, f"plain-{i}"))
-            ray_rates.append(on_ray(cfg, f"ray-{i}"))
-    best_plain, best_ray = max(plain_rates), max(ray_rates)
+    if a.side:  # a child: measure one side in this fresh process and print its rate
+        torch.set_num_threads(threads)
+        with tempfile.TemporaryDirectory() as d:
+            cfg = _config(a, d, threads)
+            print(json.dumps({"rate": plain(cfg, "plain") if a.side == "plain" else on_ray(cfg, "ray")}))
+        return
+    import statistics
+    import subprocess
+
+    def measure(side: str) -> float:
+        argv = [sys.executable, __file__, "--side", side, f"--steps={a.steps}", f"--width={a.width}",
+                f"--batch={a.batch}", f"--log-every={a.log_every}"] + (["--gpu"] if a.gpu else [])
+        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])["rate"]
+
+    plain_rates, ray_rates = [], []
+    load_before = os.getloadavg()[0]
+    for i in range(a.pairs):  # alternated, so drifts in the machine's speed hit both sides
+        plain_rates.append(measure("plain"))
+        ray_rates.append(measure("ray"))
+        print(f"pair {i + 1}/{a.pairs}: plain {plain_rates[-1]:.2f}, Ray {ray_rates[-1]:.2f} steps/s", file=sys.stderr)
+    ratios = [r / p_ for p_, r in zip(plain_rates, ray_rates)]
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {threads} cores"
                    + (f", {torch.cuda.get_device_name()}" if a.gpu else ""),
-        "model": f"DCGAN width {a.width}, batch {a.batch}, {a.steps} steps",
+        "model": f"DCGAN width {a.width}, batch {a.batch}, {a.steps} steps, log_every {a.log_every}",
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "plain_steps_per_sec": [round(r, 2) for r in plain_rates],
         "ray_1_worker_steps_per_sec": [round(r, 2) for r in ray_rates],
-        "ratio_best": round(best_ray / best_plain, 3),
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "ratio_median_of_pairs": round(statistics.median(ratios), 3),
+        "ratio_median_rates": round(statistics.median(ray_rates) / statistics.median(plain_rates), 3),
     }
     print(json.dumps(out, indent=2))
 

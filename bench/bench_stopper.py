@@ -1,7 +1,12 @@
 """Collapse stopper: trial-steps and wall time of a sweep with the stopper ÷ without it.
 
     python bench/bench_stopper.py [--config configs/zdim_mnist_local.yaml] [--set k=v ...]
+                                  [--with-set k=v ...] [--without-json earlier.json]
                                   [--storage DIR] [--json out.json]
+
+`--with-set` changes only the run with the stopper (for instance `sweep.asha=true` to measure
+the collapse stopper together with ASHA); `--without-json` takes the run without the stopper
+from an earlier `--json` file of the same config instead of running it again.
 
 Runs `jobs/sweep_zdim.py` twice as a user would (a subprocess with its own local Ray,
 `--no-report`), with `sweep.stopper=true` and with `sweep.stopper=false`, the config otherwise
@@ -154,19 +159,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=LOCAL_PRESET, help="sweep config; '' = the embedded defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--with-set", dest="with_overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override for the run with the stopper only")
+    p.add_argument("--without-json", default=None, help="reuse the run without the stopper from this --json file")
     p.add_argument("--storage", default=None, help="keep both sweeps here (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args()
     base = Path(a.storage) if a.storage else Path(tempfile.mkdtemp(prefix="bench-stopper-"))
     load_before = os.getloadavg()
-    on = run_sweep(a.config or None, a.overrides, base / "stopper", stopper=True)
+    on = run_sweep(a.config or None, [*a.overrides, *a.with_overrides], base / "stopper", stopper=True)
     print(json.dumps(asdict(on)), flush=True)
-    off = run_sweep(a.config or None, a.overrides, base / "no-stopper", stopper=False)
+    if a.without_json:
+        earlier = json.loads(Path(a.without_json).read_text())
+        if (earlier["config"], earlier["overrides"]) != (a.config or "embedded defaults", a.overrides):
+            raise SystemExit(f"{a.without_json} was measured with another config or --set overrides")
+        w = earlier["without_stopper"]
+        off = SweepRun(**{**w, "trials": [TrialOutcome(**t) for t in w["trials"]]})
+    else:
+        off = run_sweep(a.config or None, a.overrides, base / "no-stopper", stopper=False)
     print(json.dumps(asdict(off)), flush=True)
     result = {
         "machine": machine(),
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "config": a.config or "embedded defaults", "overrides": a.overrides,
+        "with_stopper_overrides": a.with_overrides, "without_from": a.without_json,
         "trial_steps_ratio": on.trial_steps / off.trial_steps, "wall_ratio": on.wall_sec / off.wall_sec,
         "same_best_trial": on.best == off.best and on.best is not None,
         "with_stopper": asdict(on), "without_stopper": asdict(off),

@@ -47,6 +47,18 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in REPORT_KEYS_SKIP}
 
 
+def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
+    """Whether `step` goes to `ray.train.report`: evaluations, checkpoints, the last step and a
+    divergence. Log-only steps reach TensorBoard and metrics.jsonl through rank 0's artifacts
+    alone, because each Ray Train V2 report waits for the controller to take the previous
+    one (a queue of one, drained every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default):
+    reporting every `log_every` steps held a fast loop to one report per 2 s, 10% of its
+    speed (docs/performance.md). The rule depends on the step alone, so every rank agrees."""
+    tc = cfg.train
+    return (step % tc.eval_every == 0 or step % tc.checkpoint_every == 0 or step == tc.steps
+            or (verdict or {}).get("verdict") == "diverged")
+
+
 def train_worker(loop_config: dict) -> None:
     """The per-worker function: rebuild the config, wrap the loop, bridge reports to Ray."""
     import ray.train  # Ray: per-worker context, checkpoints and reports
@@ -101,7 +113,8 @@ def train_worker(loop_config: dict) -> None:
             scalars["reasons"] = "; ".join(verdict.get("reasons", []))  # type: ignore[assignment]
         state = pending.pop("state", None)
         if state is None:
-            ray.train.report(scalars)  # Ray: a barrier; every rank calls it the same number of times
+            if _ray_report_step(cfg, step, verdict):
+                ray.train.report(scalars)  # Ray: a barrier; every rank calls it at the same steps
             return
         art.flush()  # artifacts first: a checkpoint is never newer than its metrics
         with tempfile.TemporaryDirectory() as d:
