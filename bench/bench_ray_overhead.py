@@ -8,7 +8,11 @@ barrier is included in the Ray number. Each measurement runs in a fresh process,
 alternating, and the ratio is the median over the pairs. Goal: ratio >= 0.97.
 
     python bench/bench_ray_overhead.py [--steps 300] [--width 0.25] [--batch 64] [--pairs 4]
-                                       [--log-every 20] [--gpu]
+                                       [--log-every 20] [--report-every 100] [--gpu]
+
+Every --report-every steps both sides write a sample grid and a checkpoint (the Ray side
+through ray.train.report and its upload), so two of them fall inside the measured window of
+a 300-step run.
 """
 from __future__ import annotations
 
@@ -56,10 +60,14 @@ def on_ray(cfg, name: str) -> float:
     return _rate(run_paths(cfg, "train").trial)
 
 
+MARK = "BENCH-RESULT "  # tags the child's result line among whatever else it prints
+
+
 def _config(a, storage_uri: str, threads: int):
     return load(None, [f"train.steps={a.steps}", f"model.width={a.width}", f"train.batch_size={a.batch}",
-                       f"train.log_every={a.log_every}", f"train.eval_every={a.steps}",
-                       f"train.sample_every={a.steps}", f"train.checkpoint_every={a.steps}", "eval.metrics=[]",
+                       f"train.log_every={a.log_every}", f"train.eval_every={a.report_every}",
+                       f"train.sample_every={a.report_every}", f"train.checkpoint_every={a.report_every}",
+                       "eval.metrics=[]",
                        f"storage.uri={storage_uri}", "experiment.name=bench", f"scaling.cpus_per_worker={threads}",
                        f"scaling.use_gpu={str(a.gpu).lower()}", f"train.device={'cuda' if a.gpu else 'cpu'}"])
 
@@ -71,6 +79,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--pairs", type=int, default=4, help="(plain, Ray) pairs, each side in a fresh process")
     p.add_argument("--log-every", type=int, default=20, help="train.log_every (the default is 20)")
+    p.add_argument("--report-every", type=int, default=100,
+                   help="eval/sample/checkpoint interval: a sample grid, a checkpoint and a ray.train.report")
     p.add_argument("--gpu", action="store_true")
     p.add_argument("--side", choices=("plain", "ray"), help=argparse.SUPPRESS)  # one measurement, internal
     a = p.parse_args()
@@ -79,16 +89,20 @@ def main() -> None:
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as d:
             cfg = _config(a, d, threads)
-            print(json.dumps({"rate": plain(cfg, "plain") if a.side == "plain" else on_ray(cfg, "ray")}))
+            rate = plain(cfg, "plain") if a.side == "plain" else on_ray(cfg, "ray")
+            print(MARK + json.dumps({"rate": rate}))
         return
     import statistics
     import subprocess
 
     def measure(side: str) -> float:
         argv = [sys.executable, __file__, "--side", side, f"--steps={a.steps}", f"--width={a.width}",
-                f"--batch={a.batch}", f"--log-every={a.log_every}"] + (["--gpu"] if a.gpu else [])
-        out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-        return json.loads(out.strip().splitlines()[-1])["rate"]
+                f"--batch={a.batch}", f"--log-every={a.log_every}", f"--report-every={a.report_every}"]
+        run = subprocess.run(argv + (["--gpu"] if a.gpu else []), capture_output=True, text=True)
+        lines = [line for line in run.stdout.splitlines() if line.startswith(MARK)]
+        if run.returncode != 0 or not lines:
+            sys.exit(f"the {side} measurement failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
+        return json.loads(lines[-1][len(MARK):])["rate"]
 
     plain_rates, ray_rates = [], []
     load_before = os.getloadavg()[0]
@@ -100,7 +114,8 @@ def main() -> None:
     out = {
         "machine": f"{platform.processor() or platform.machine()}, {threads} cores"
                    + (f", {torch.cuda.get_device_name()}" if a.gpu else ""),
-        "model": f"DCGAN width {a.width}, batch {a.batch}, {a.steps} steps, log_every {a.log_every}",
+        "model": f"DCGAN width {a.width}, batch {a.batch}, {a.steps} steps, log_every {a.log_every}, "
+                 f"evaluation/samples/checkpoint/report every {a.report_every}",
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "plain_steps_per_sec": [round(r, 2) for r in plain_rates],
         "ray_1_worker_steps_per_sec": [round(r, 2) for r in ray_rates],

@@ -167,15 +167,21 @@ def main() -> None:
     a = p.parse_args()
     base = Path(a.storage) if a.storage else Path(tempfile.mkdtemp(prefix="bench-stopper-"))
     load_before = os.getloadavg()
-    on = run_sweep(a.config or None, [*a.overrides, *a.with_overrides], base / "stopper", stopper=True)
-    print(json.dumps(asdict(on)), flush=True)
-    if a.without_json:
-        earlier = json.loads(Path(a.without_json).read_text())
+    off = None
+    if a.without_json:  # checked before the long run, not after it
+        try:
+            earlier = json.loads(Path(a.without_json).read_text())
+            w = earlier["without_stopper"]
+            off = SweepRun(**{**w, "trials": [TrialOutcome(**t) for t in w["trials"]]})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"--without-json {a.without_json}: not a bench_stopper --json result ({e})")
         if (earlier["config"], earlier["overrides"]) != (a.config or "embedded defaults", a.overrides):
             raise SystemExit(f"{a.without_json} was measured with another config or --set overrides")
-        w = earlier["without_stopper"]
-        off = SweepRun(**{**w, "trials": [TrialOutcome(**t) for t in w["trials"]]})
-    else:
+        print(f"note: the run without the stopper is taken from {a.without_json}; the wall ratio "
+              "compares runs taken at different times", file=sys.stderr)
+    on = run_sweep(a.config or None, [*a.overrides, *a.with_overrides], base / "stopper", stopper=True)
+    print(json.dumps(asdict(on)), flush=True)
+    if off is None:
         off = run_sweep(a.config or None, a.overrides, base / "no-stopper", stopper=False)
     print(json.dumps(asdict(off)), flush=True)
     result = {

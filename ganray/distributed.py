@@ -52,8 +52,9 @@ def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
     divergence. Log-only steps reach TensorBoard and metrics.jsonl through rank 0's artifacts
     alone, because each Ray Train V2 report waits for the controller to take the previous
     one (a queue of one, drained every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default):
-    reporting every `log_every` steps held a fast loop to one report per 2 s, 10% of its
-    speed (docs/performance.md). The rule depends on the step alone, so every rank agrees."""
+    reporting every `log_every` steps held a fast loop to `log_every` steps per 2 s (7% of its
+    speed in docs/performance.md). The rule depends on the step and on the divergence flag,
+    which the loop all-reduces across ranks, so every rank agrees."""
     tc = cfg.train
     return (step % tc.eval_every == 0 or step % tc.checkpoint_every == 0 or step == tc.steps
             or (verdict or {}).get("verdict") == "diverged")

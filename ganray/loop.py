@@ -245,10 +245,12 @@ def train(
             metrics.update(sampler.fingerprint(), ddp_param_checksum=_param_checksum(m))
         if "k_t" in state:
             metrics["k_t"] = float(state["k_t"])
-        if not _finite({k: v for k, v in metrics.items() if isinstance(v, float)}) or not _params_finite(m):
+        bad_here = not _finite({k: v for k, v in metrics.items() if isinstance(v, float)}) or not _params_finite(m)
+        if _any_rank(bad_here, world_size, device):  # every rank breaks at the same step (reports are barriers)
             result.diverged = True
             bad = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
-            reason = f"non-finite training values at step {step}: {', '.join(bad) or 'parameters'}"
+            where = (', '.join(bad) or 'parameters') if bad_here else "on another rank"
+            reason = f"non-finite training values at step {step}: {where}"
             verdict = {"verdict": "diverged", "step": step, "first_seen_step": step, "reasons": [reason]}
             log.error("diverged: %s", reason)
             report(step, metrics, verdict=verdict)
@@ -309,6 +311,15 @@ def _gather_rng(rank: int, world_size: int, sampler: Sampler) -> list[dict]:
 def _param_checksum(m: Models) -> float:
     with torch.no_grad():
         return float(sum(p.double().abs().sum() for mod in (m.G_module, m.D_module) for p in mod.parameters()))
+
+
+def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True on every rank when `flag` is True on any rank (one all-reduce of a single number)."""
+    if world_size < 2 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def _params_finite(m: Models) -> bool:

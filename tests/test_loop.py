@@ -145,3 +145,48 @@ def test_data_shards_are_disjoint():
     assert len(a) + len(b) == len(ds)
     assert isinstance(ds, Dataset)
     assert not torch.equal(a.x[:10], b.x[:10])
+
+
+# ---- divergence seen by one rank only: every rank must stop at the same step -------------------
+
+def _diverge_on_rank1(rank: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    import ganray.loop as loop
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        if rank == 1:  # a non-finite value that only this rank sees (say, an inf in a rank-local statistic)
+            orig, calls = loop._params_finite, [0]
+
+            def params_finite(m):
+                calls[0] += 1
+                return orig(m) and calls[0] < 3  # from the 3rd logged step on
+
+            loop._params_finite = params_finite
+        cfg = load(None, [*TINY, "train.steps=30", "train.checkpoint_every=100", "train.eval_every=100",
+                          "train.sample_every=100", "eval.metrics=[]"])
+        reports = []
+        result = train(cfg, report=lambda s, m, **kw: reports.append((s, (kw.get("verdict") or {}).get("verdict"))),
+                       save_checkpoint=lambda *a: None, should_stop=lambda s, m: False, rank=rank, world_size=2,
+                       wrap=lambda mod: torch.nn.parallel.DistributedDataParallel(mod, broadcast_buffers=False))
+        results[rank] = {"diverged": result.diverged, "reasons": result.verdict["reasons"], "reports": reports}
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_divergence_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        results = manager.dict()
+        mp.start_processes(_diverge_on_rank1, args=(str(tmp_path / "store"), results), nprocs=2,
+                           start_method="spawn", join=True)
+        r0, r1 = dict(results[0]), dict(results[1])
+    assert r0["diverged"] and r1["diverged"]
+    assert r0["reports"] == r1["reports"] == [(5, None), (10, None), (15, "diverged")]
+    assert "on another rank" in r0["reasons"][0]
+    assert "parameters" in r1["reasons"][0]
