@@ -165,8 +165,6 @@ def main() -> None:
     p.add_argument("--storage", default=None, help="keep both sweeps here (default: a temporary folder)")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args()
-    base = Path(a.storage) if a.storage else Path(tempfile.mkdtemp(prefix="bench-stopper-"))
-    load_before = os.getloadavg()
     off = None
     if a.without_json:  # checked before the long run, not after it
         try:
@@ -174,11 +172,13 @@ def main() -> None:
             w = earlier["without_stopper"]
             off = SweepRun(**{**w, "trials": [TrialOutcome(**t) for t in w["trials"]]})
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SystemExit(f"--without-json {a.without_json}: not a bench_stopper --json result ({e})")
-        if (earlier["config"], earlier["overrides"]) != (a.config or "embedded defaults", a.overrides):
-            raise SystemExit(f"{a.without_json} was measured with another config or --set overrides")
+            p.error(f"--without-json {a.without_json}: not a bench_stopper --json result ({e})")  # exit 2
+        if (earlier.get("config"), earlier.get("overrides")) != (a.config or "embedded defaults", a.overrides):
+            p.error(f"--without-json {a.without_json} was measured with another config or --set overrides")
         print(f"note: the run without the stopper is taken from {a.without_json}; the wall ratio "
               "compares runs taken at different times", file=sys.stderr)
+    base = Path(a.storage) if a.storage else Path(tempfile.mkdtemp(prefix="bench-stopper-"))
+    load_before = os.getloadavg()
     on = run_sweep(a.config or None, [*a.overrides, *a.with_overrides], base / "stopper", stopper=True)
     print(json.dumps(asdict(on)), flush=True)
     if off is None:
