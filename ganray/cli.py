@@ -38,6 +38,9 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = False) -
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set train.lr_g=2e-4 (repeatable)")
     p.add_argument("--smoke", action="store_true", help="tiny steps, widths and evaluation sizes: a run takes seconds")
+    # SUPPRESS: `ganray -v train ...` (the top-level flag) is not reset by the subcommand's default
+    p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                   help="the full log stream (Ray's and the workers') on the console instead of a log file")
 
 
 SMOKE = {
@@ -65,7 +68,10 @@ def config_from_args(args: argparse.Namespace, defaults: dict | None = None):
     from ganray.config import parse_overrides
 
     overrides.update(parse_overrides(getattr(args, "overrides", [])))
-    return load(getattr(args, "config", None), overrides)
+    from ganray.storage import resolve_config
+
+    # once, here: trials and workers get the absolute URI (Tune gives each trial its own cwd)
+    return resolve_config(load(getattr(args, "config", None), overrides))
 
 
 def cmd_validate(args) -> int:
@@ -87,6 +93,11 @@ def cmd_train(args) -> int:
     from ganray.storage import check_storage
 
     check_storage(cfg.storage.uri)
+    from ganray.storage import join
+
+    print(f"ganray train {cfg.experiment.name}: {cfg.train.steps} steps, {cfg.data.dataset}, family "
+          f"{cfg.train.family}, {'in this process' if args.local else 'on Ray Train'}\n"
+          f"  results   {join(cfg.storage.uri, cfg.experiment.name)}", flush=True)
     if args.local:
         from ganray.local import run_local, trial_uris
 
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return guarded(lambda: _delegate(DELEGATED[argv[0]][0])(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return guarded(lambda: args.fn(args))
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,22 @@ import yaml
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25")
 FAMILIES = ("gan", "wgan-gp", "began", "vae")
 ARCHS = ("auto", "dcgan", "mlp")
+# Each family's published optimiser settings, applied to every train key the config leaves unset
+# (null). An explicit value always wins; the saved config shows the values that ran. The families
+# families read them from the resolved TrainConfig (tc.n_critic, tc.beta1, ...).
+FAMILY_KEYS = ("lr_g", "lr_d", "beta1", "beta2", "n_critic")
+FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
+    # DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5
+    "gan": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
+    # WGAN-GP (Gulrajani et al. 2017): n_critic 5, Adam 1e-4, betas (0.5, 0.9) as in the authors'
+    # MNIST code (gan_mnist.py); the paper's Algorithm 1 lists beta1 = 0
+    "wgan-gp": dict(lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.9, n_critic=5),
+    # BEGAN (Berthelot et al. 2017): Adam, initial lr 1e-4 (the paper's range 5e-5 to 1e-4), beta1 0.5
+    "began": dict(lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.999, n_critic=1),
+    # VAE baseline: ganray's own (the VAE paper used Adagrad); lr_d and n_critic are not used
+    "vae": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
+}
+MAX_INT = 2**31 - 1  # no integer setting is meaningful beyond this (train.steps has its own cap)
 
 
 class ConfigError(ValueError):
@@ -50,7 +68,12 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    uri: str = _f("./ganray_results", doc="local path, s3://bucket/prefix or gs://bucket/prefix")
+    uri: str = _f(
+        "",
+        doc="local path, s3://bucket/prefix or gs://bucket/prefix; '' = $GANRAY_STORAGE, else ./ganray_results "
+            "(~/ganray_results under `ray job submit`, whose working directory Ray deletes). Local paths are "
+            "made absolute where the command starts",
+    )
 
 
 @dataclass(frozen=True)
@@ -81,8 +104,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = _f("auto", choices=ARCHS, doc="auto = dcgan for images, mlp for 2D data")
-    z_dim: int = _f(10, ge=1)
-    width: float = _f(0.25, gt=0, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
+    z_dim: int = _f(10, ge=1, le=65536)
+    width: float = _f(0.25, gt=0, le=16, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
     g_ema: bool = _f(False, doc="keep an exponential moving average of G (G_ema)")
     ema_decay: float = _f(0.999, gt=0, le=1)
 
@@ -90,13 +113,14 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     family: str = _f("gan", choices=FAMILIES)
-    steps: int = _f(600, ge=1, doc="generator steps")
-    batch_size: int = _f(64, ge=1, doc="per worker: the global batch is batch_size * num_workers")
-    lr_g: float = _f(2e-4, gt=0)
-    lr_d: float = _f(2e-4, gt=0)
-    beta1: float = _f(0.5, ge=0, le=1)
-    beta2: float = _f(0.999, ge=0, le=1)
-    n_critic: int = _f(1, ge=1, doc="D steps per G step (WGAN-GP: 5)")
+    steps: int = _f(600, ge=1, le=100_000_000, doc="generator steps")
+    batch_size: int = _f(64, ge=1, le=1_000_000, doc="per worker: the global batch is batch_size * num_workers")
+    # null (the default) = the family's published setting (FAMILY_DEFAULTS); resolved on load
+    lr_g: float | None = _f(None, gt=0, doc="G's Adam learning rate; null = the family's (gan 2e-4, wgan-gp 1e-4)")
+    lr_d: float | None = _f(None, gt=0, doc="D's Adam learning rate; null = the family's")
+    beta1: float | None = _f(None, ge=0, le=1, doc="Adam beta1; null = the family's (0.5)")
+    beta2: float | None = _f(None, ge=0, le=1, doc="Adam beta2; null = the family's (gan 0.999, wgan-gp 0.9)")
+    n_critic: int | None = _f(None, ge=1, le=100, doc="D steps per G step; null = the family's (wgan-gp 5, others 1)")
     gp_lambda: float = _f(10.0, ge=0, doc="WGAN-GP gradient penalty weight")
     began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
     began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")
@@ -107,6 +131,15 @@ class TrainConfig:
     checkpoint_every: int = _f(100, ge=1)
     bf16: bool = _f(False, doc="bf16 autocast on GPU")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+
+    def __post_init__(self) -> None:
+        # Fill the keys left unset with the family's settings; remember which, so that a change of
+        # family (cfg.replace(**{"train.family": ...}), a sweep.family grid) re-resolves them.
+        defaults = FAMILY_DEFAULTS.get(self.family, FAMILY_DEFAULTS["gan"])
+        unset = [k for k in FAMILY_KEYS if getattr(self, k) is None]
+        for k in unset:
+            object.__setattr__(self, k, defaults[k])
+        object.__setattr__(self, "from_family", frozenset(unset))  # not a field: never saved
 
 
 @dataclass(frozen=True)
@@ -212,8 +245,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, **dotted: Any) -> "Config":
-        """`cfg.replace(**{"model.z_dim": 2})`: a new, validated config."""
+        """`cfg.replace(**{"model.z_dim": 2})`: a new, validated config. Train keys that came from
+        the family's settings stay unset, so a new train.family brings its own."""
         d = self.to_dict()
+        for k in getattr(self.train, "from_family", ()):
+            d["train"][k] = None
         for key, value in dotted.items():
             _set_dotted(d, key, value)
         return from_dict(d)
@@ -244,6 +280,11 @@ def _type_name(tp) -> str:
 def _convert(value: Any, tp, path: str) -> Any:
     """Convert a YAML (or --set) value to the annotated type, or raise ConfigError."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # `float | None`: None = unset
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, inner, path)
     if origin is tuple:
         (elem, _ellipsis) = typing.get_args(tp)
         if isinstance(value, str):
@@ -268,18 +309,21 @@ def _convert(value: Any, tp, path: str) -> Any:
             try:
                 return int(value)
             except ValueError:
-                pass
+                try:
+                    f = float(value)  # "1e6" (YAML 1.1 reads it as a string)
+                except ValueError:
+                    f = math.nan
+                if math.isfinite(f) and f.is_integer():
+                    return int(f)
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
+        try:
+            if isinstance(value, (int, float, str)):
                 return float(value)  # YAML 1.1 reads 2e-4 as a string
-            except ValueError:
-                pass
+        except (ValueError, OverflowError):
+            pass
         raise ConfigError(f"{path}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -294,6 +338,14 @@ def _check_range(value: Any, meta: dict, path: str) -> list[str]:
     values = value if isinstance(value, tuple) else (value,)
     errs = []
     for v in values:
+        if v is None:  # unset: filled in later (the family's settings)
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            errs.append(f"{path}: must be a finite number (got {v!r})")
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and meta.get("le") is None and abs(v) > MAX_INT:
+            errs.append(f"{path}: must be <= {MAX_INT} (got {v!r})")
+            continue
         if meta.get("choices") is not None and v not in meta["choices"]:
             errs.append(f"{path}: unknown value {v!r}; allowed: {', '.join(map(str, meta['choices']))}")
         if meta.get("ge") is not None and v < meta["ge"]:
@@ -338,7 +390,7 @@ def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
 
 
 def _cross_checks(cfg: Config) -> list[str]:
-    errs = check_storage_uri(cfg.storage.uri)
+    errs = check_storage_uri(cfg.storage.uri) if cfg.storage.uri else []  # '' = the default location
     if cfg.data.source:
         errs += check_storage_uri(cfg.data.source, "data.source")
     if not cfg.experiment.name or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.experiment.name):
@@ -449,7 +501,12 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
         if not p.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8); "
+                              "give a configs/*.yaml file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):

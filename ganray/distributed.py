@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 
 from ganray import checkpoint, storage
-from ganray.config import Config, from_dict
+from ganray.config import Config
 from ganray.loop import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def train_worker(loop_config: dict) -> None:
 
     from ganray.artifacts import TrialArtifacts
 
-    cfg = from_dict(loop_config["config"])
+    cfg: Config = loop_config["config"]  # the frozen config itself, resolved where the run started
     paths = RunPaths(**loop_config["paths"])
     make_should_stop: Callable | None = loop_config.get("make_should_stop")
     ctx = ray.train.get_context()  # Ray:
@@ -95,9 +95,13 @@ def train_worker(loop_config: dict) -> None:
         art.write_text("config.yaml", cfg.to_yaml())
     pending: dict[str, Any] = {}
     stopper = make_should_stop(cfg) if (make_should_stop is not None and rank == 0) else None
+    if stopper is not None and resume is not None and hasattr(stopper, "load_state_dict"):
+        stopper.load_state_dict(resume.get("stopper") or {})
 
     def save_checkpoint(step: int, state: dict, metrics: dict) -> None:
         if rank == 0:
+            if hasattr(stopper, "state_dict"):
+                state["stopper"] = stopper.state_dict()  # asked for this step already (loop order)
             pending["state"] = state  # written in report(), together with the metrics
 
     def report(step: int, metrics: dict, *, samples=None, verdict=None) -> None:
@@ -154,6 +158,7 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig  # Ray:
     from ray.train.torch import TorchTrainer
 
+    cfg = storage.resolve_config(cfg)
     paths = run_paths(cfg, trial)
     fs, exp_path = storage.filesystem(paths.experiment)
     sc = cfg.scaling
@@ -162,7 +167,7 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
         resources["GPU"] = sc.gpus_per_worker
     return TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.to_dict(), "paths": paths.__dict__, "make_should_stop": make_should_stop},
+        train_loop_config={"config": cfg, "paths": paths.__dict__, "make_should_stop": make_should_stop},
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial,
@@ -182,24 +187,87 @@ FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "AWS_RE
                "STORAGE_EMULATOR_HOST", "GANRAY_CACHE")
 
 
-def init_ray() -> None:
+def init_ray() -> str:
     """Join the cluster in RAY_ADDRESS or the one `ray start --head` started on this machine
-    (also what `ray job submit` provides); with neither, start a local Ray."""
+    (also what `ray job submit` provides); with neither, start a local Ray. Returns a line for
+    the console: where Ray runs, its resources and its dashboard."""
     import ray
 
     if ray.is_initialized():
-        return
+        return _describe_ray(None)
     env = {k: os.environ[k] for k in FORWARD_ENV if os.environ.get(k)}
     job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # under `ray job submit`: the job's own env wins
     if job:
         job_env = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
         env = {k: v for k, v in env.items() if k not in job_env}
-    ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
+    token_file = _private_token_for_a_new_local_ray()
+    ctx = ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
     log.info("Ray: %s", ray.cluster_resources())
+    line = _describe_ray(ctx)
+    return line + (f" (token authentication; this run's token is in {token_file})" if token_file else "")
+
+
+AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _private_token_for_a_new_local_ray() -> str | None:
+    """A token of this run's own for the local Ray that `ray.init()` is about to start.
+
+    Left to itself, a new local `ray.init()` turns token authentication on and writes the token
+    to ~/.ray/auth_token; a later `ray start --head` finds that file and turns authentication on
+    for the cluster, while `ray job submit` in the user's shell (RAY_AUTH_MODE unset) sends no
+    token and is refused. Instead the local instance gets a token in a private file (0600) that
+    is removed when this process exits: authenticated while it runs, nothing left behind. Not
+    done when the user set any RAY_AUTH_* variable, already has ~/.ray/auth_token, or Ray is
+    joining a running cluster (RAY_ADDRESS, `ray start`, `ray job submit`). Returns the file."""
+    if any(os.environ.get(k) for k in AUTH_ENV) or os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+        return None
+    try:
+        from ray._private import services  # Ray: the same test ray.init() makes: start, or join?
+
+        if services.canonicalize_bootstrap_address(None) is not None:
+            return None
+    except Exception:  # noqa: BLE001 — Ray's internals moved: leave Ray's own default
+        return None
+    import atexit
+    import secrets
+
+    fd, path = tempfile.mkstemp(prefix="ganray-ray-token-")  # mode 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = path  # inherited by every process of the local instance
+    try:
+        from ray._private.authentication import authentication_token_setup as auth  # Ray:
+        from ray._raylet import AuthenticationTokenLoader
+
+        auth._enable_token_auth()  # RAY_AUTH_MODE=token, and this process's cached Ray config refreshed
+        AuthenticationTokenLoader.instance().reset_cache()
+    except Exception:  # noqa: BLE001 — cannot switch this process: leave Ray's own default
+        del os.environ["RAY_AUTH_TOKEN_PATH"]
+        os.environ.pop("RAY_AUTH_MODE", None)
+        os.remove(path)
+        return None
+    return path
+
+
+def _describe_ray(ctx) -> str:
+    import ray
+
+    res = ray.cluster_resources()
+    nodes = len([n for n in ray.nodes() if n.get("Alive")])
+    line = f"{nodes} node{'s' if nodes != 1 else ''}, {res.get('CPU', 0):g} CPUs"
+    if res.get("GPU"):
+        line += f", {res['GPU']:g} GPUs"
+    url = str(getattr(ctx, "dashboard_url", "") or "")
+    if url:
+        line += f"; dashboard {url if '://' in url else 'http://' + url}"
+    return line
 
 
 def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
     """Fit one TorchTrainer; returns a TrainResult summary and the trial URI."""
+    cfg = storage.resolve_config(cfg)  # workers must not resolve a relative path in their own cwd
     init_ray()
     paths = run_paths(cfg, trial)
     storage.put_bytes(storage.join(paths.experiment, "config.yaml"), cfg.to_yaml().encode())

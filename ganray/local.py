@@ -38,6 +38,7 @@ def latest_checkpoint(trial_uri: str) -> str | None:
 
 
 def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> TrainResult:
+    cfg = storage.resolve_config(cfg)
     trial_uri, tb_uri = trial_uris(cfg, trial)
     storage.put_bytes(storage.join(experiment_uri(cfg), "config.yaml"), cfg.to_yaml().encode())
     resume = None
@@ -51,17 +52,22 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
     art = TrialArtifacts(trial_uri, tb_uri, resume_step=resume["step"] + 1 if resume else None)
     art.write_text("config.yaml", cfg.to_yaml())
 
+    pending: dict = {}
+
+    def save_checkpoint(step, state, metrics):
+        pending["state"] = state  # written in report(), after this step's metrics
+
     def report(step, metrics, *, samples=None, verdict=None):
         art.scalars(step, {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
         if samples is not None:
             art.samples(step, samples)
         if verdict is not None:
             art.verdict(verdict)
-
-    def save_checkpoint(step, state, metrics):
-        # The artifacts go first, so a resume never finds a checkpoint newer than its metrics.
-        art.flush()
-        checkpoint.save(state, storage.join(trial_uri, f"checkpoint_{step:06d}", checkpoint.FILENAME))
+        state = pending.pop("state", None)
+        if state is not None:
+            # The artifacts go first, so a resume never finds a checkpoint newer than its metrics.
+            art.flush()
+            checkpoint.save(state, storage.join(trial_uri, f"checkpoint_{step:06d}", checkpoint.FILENAME))
 
     try:
         result = train(cfg, report=report, save_checkpoint=save_checkpoint,

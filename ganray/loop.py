@@ -4,15 +4,16 @@ in a unit test, in `ganray train --local`, and inside every Ray Train worker.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -112,6 +113,36 @@ def generate(G: nn.Module, n: int, z_dim: int, device: torch.device, seed: int, 
     return torch.cat(out)
 
 
+class StatsWindow:
+    """Per-step training statistics since the last log step, as sums and counts (stylegan2-ada's
+    `training_stats`): a mean is the sum / the number of values added, whatever other cadence
+    (evaluation, samples, checkpoints) read the window in between. Only a log step resets it."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for k, v in stats.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        # note: .item() is a CPU-GPU sync point; it runs only at logged/evaluated steps
+        return {k: v.item() / self.counts[k] for k, v in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.counts = {}, {}
+
+    def state_dict(self) -> dict:
+        return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, d: dict, device: torch.device) -> None:
+        self.sums = {k: v.to(device) for k, v in d.get("sums", {}).items()}
+        self.counts = dict(d.get("counts", {}))
+
+
 def _rng_state() -> dict:
     s = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -124,6 +155,21 @@ def _set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+@contextlib.contextmanager
+def isolated_rng(device: torch.device):
+    """Evaluation draws from the global RNGs (subsampling, classifier set-up); inside this block
+    it cannot move training's streams, so a resumed run (which builds its evaluator after the
+    checkpoint's RNG state is set) trains exactly as a straight one."""
+    py, np_state = random.getstate(), np.random.get_state()
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
 
 
 def _finite(stats: dict[str, float]) -> bool:
@@ -163,6 +209,8 @@ def train(
     state = family.init_state()
     sampler = Sampler(shard, tc.batch_size, cfg.model.z_dim, seed, device)
     step = 0
+    window = StatsWindow()                 # training statistics since the last log step
+    history: list[dict[str, float]] = []   # one entry per log step: what training_signals reads
 
     if resume_from is not None:
         try:
@@ -180,11 +228,13 @@ def train(
         _apply_lrs(m, cfg)
         state = dict(resume_from.get("family_state") or state)
         step = int(resume_from["step"])
+        history = list(resume_from.get("history") or [])
         if resume_from.get("world_size") == world_size and resume_from.get("rng_per_rank"):
             r = resume_from["rng_per_rank"][rank] if rank < len(resume_from["rng_per_rank"]) else None
             if r is not None:
                 _set_rng_state(r["global"])
                 sampler.load_state(r["sampler"])
+                window.load_state_dict(r.get("stats_window") or {}, device)
         log.info("resumed at step %d", step)
     else:
         torch.manual_seed(seed)  # per-rank stream for dropout etc.
@@ -192,17 +242,19 @@ def train(
     m.G = wrap(m.G)
     m.D = wrap(m.D)
     z_fixed = fixed_z(cfg, device)
-    evaluator = _make_evaluator(cfg, data, device) if rank == 0 else None
-    history: list[dict[str, float]] = []
+    with isolated_rng(device):
+        evaluator = _make_evaluator(cfg, data, device) if rank == 0 else None
+    if evaluator is not None and resume_from is not None and resume_from.get("evaluator"):
+        # the flip-rate baseline and the first-seen step continue where the checkpoint left them
+        evaluator.load_state_dict(resume_from["evaluator"])
     amp = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if tc.bf16 and device.type == "cuda"
-        else nullcontext()
+        else contextlib.nullcontext()
     )
     result = TrainResult(step=step)
     bar = _progress(tc.steps, step) if progress and rank == 0 else None
     t0 = time.time()
-    acc: dict[str, torch.Tensor] = {}
 
     def checkpoint_state() -> dict:
         return {
@@ -215,7 +267,10 @@ def train(
             "opt_D": m.opt_D.state_dict() if m.opt_D is not None else None,
             "family_state": {k: (float(v) if torch.is_tensor(v) else v) for k, v in state.items()},
             "world_size": world_size,
-            "rng_per_rank": _gather_rng(rank, world_size, sampler),
+            "rng_per_rank": _gather_rng(rank, world_size, sampler, window),
+            # what a resumed run needs to log and judge exactly as a straight run
+            "history": list(history),
+            "evaluator": evaluator.state_dict() if evaluator is not None else None,
         }
 
     while step < tc.steps:
@@ -224,8 +279,7 @@ def train(
         step += 1
         if m.G_ema is not None:
             ema_update(m.G_ema, m.G_module, cfg.model.ema_decay)
-        for k, v in stats.items():
-            acc[k] = acc[k] + v.detach().float() if k in acc else v.detach().float()
+        window.add(stats)
         if bar is not None:
             bar.update(1)
 
@@ -236,10 +290,9 @@ def train(
         if not (log_now or eval_now or ckpt_now or sample_now):
             continue
 
-        # note: .item() below is a CPU-GPU sync point; it happens only every log_every steps
-        n_acc = (step - 1) % tc.log_every + 1 if log_now else 1
-        metrics = {k: v.item() / n_acc for k, v in acc.items()} if acc else {}
-        acc = {}
+        metrics: dict[str, Any] = window.means()  # means since the last log step
+        if log_now:
+            window.reset()
         metrics.update(step=step, seed=seed, elapsed_sec=time.time() - t0)
         if world_size > 1:  # DDP consistency: parameters must agree across ranks, data and z must not
             metrics.update(sampler.fingerprint(), ddp_param_checksum=_param_checksum(m))
@@ -256,7 +309,8 @@ def train(
             report(step, metrics, verdict=verdict)
             result.verdict = verdict
             break
-        history.append(metrics)
+        if log_now:
+            history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 
         samples = None
         if sample_now and rank == 0:
@@ -266,7 +320,8 @@ def train(
             G_eval = m.G_ema if m.G_ema is not None else m.G_module
             gen = generate(G_eval, cfg.eval.n, cfg.model.z_dim, device, seed=cfg.experiment.seed * 7919 + step)
             fixed = samples if samples is not None else _sample_fixed(m, z_fixed)
-            res = evaluator(gen, fixed, step, history)
+            with isolated_rng(device):
+                res = evaluator(gen, fixed, step, history)
             metrics.update(res.metrics)
             verdict = {"verdict": res.verdict, "step": step, "first_seen_step": res.first_seen_step,
                        "reasons": list(res.reasons)}
@@ -275,12 +330,14 @@ def train(
         elif log_now and rank == 0:
             log.info("step %d: %s", step, _fmt(metrics))
         result.last_metrics = metrics
+        # asked before the checkpoint, so that the checkpoint holds the stopper's count after this step
+        stop = eval_now and should_stop(step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})})
         if ckpt_now:
             save_checkpoint(step, checkpoint_state(), metrics)
         report(step, metrics, samples=samples, verdict=verdict)
         if bar is not None:
             bar.set_postfix_str(_fmt(metrics, keys=("loss_D", "loss_G", "classes_covered", "fcd")))
-        if eval_now and should_stop(step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})}):
+        if stop:
             result.stopped_early = step < tc.steps
             break
 
@@ -298,9 +355,9 @@ def _apply_lrs(m: Models, cfg: Config) -> None:
             g["lr"] = cfg.train.lr_d
 
 
-def _gather_rng(rank: int, world_size: int, sampler: Sampler) -> list[dict]:
-    """Every rank's RNG state (rank 0 writes the checkpoint, so it needs them all)."""
-    mine = {"global": _rng_state(), "sampler": sampler.state()}
+def _gather_rng(rank: int, world_size: int, sampler: Sampler, window: StatsWindow) -> list[dict]:
+    """Every rank's RNG state and statistics window (rank 0 writes the checkpoint, so it needs them all)."""
+    mine = {"global": _rng_state(), "sampler": sampler.state(), "stats_window": window.state_dict()}
     if world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return [mine]
     out: list[Any] = [None] * world_size

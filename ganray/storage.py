@@ -65,6 +65,44 @@ def split_uri(uri: str) -> tuple[str, str]:
     return "file", os.path.abspath(os.path.expanduser(uri))
 
 
+STORAGE_ENV = "GANRAY_STORAGE"    # the default storage when set (the k8s manifests set it)
+LOCAL_DEFAULT = "ganray_results"  # else: ./ganray_results, or ~/ganray_results in a Ray job's driver
+
+
+def in_ray_job_driver() -> bool:
+    """True in the driver of `ray job submit`: its working directory is an unpacked copy of
+    --working-dir that Ray deletes later, so nothing durable may be written under it."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")) or "/runtime_resources/working_dir_files/" in (
+        os.getcwd() + "/")
+
+
+def resolve_uri(uri: str) -> str:
+    """The storage URI every process of a run is given, resolved once where the user's command
+    runs: buckets as they are; '' -> $GANRAY_STORAGE, else ./ganray_results (~/ganray_results
+    in a Ray job's driver); local paths absolute, ~ expanded. Tune runs each trial in a working
+    directory of its own, so a relative path would mean a different folder in every process."""
+    explicit = bool(uri)
+    if not uri:
+        uri = os.environ.get(STORAGE_ENV, "").strip() or (
+            os.path.join("~", LOCAL_DEFAULT) if in_ray_job_driver() else LOCAL_DEFAULT)
+    validate_uri(uri)
+    if uri.startswith(("s3://", "gs://")):
+        return uri
+    path = os.path.expanduser(uri)
+    if not os.path.isabs(path) and in_ray_job_driver():
+        where = "--storage" if explicit else f"${STORAGE_ENV}"
+        raise StorageError(
+            f"storage {uri!r} ({where}) is relative: under `ray job submit` it would land in the job's working "
+            f"directory {os.getcwd()}, which Ray deletes; give an absolute path, ~/..., s3:// or gs://")
+    return os.path.abspath(path)
+
+
+def resolve_config(cfg):
+    """`cfg` with storage.uri resolved (resolve_uri); the same object when it already is."""
+    uri = resolve_uri(cfg.storage.uri)
+    return cfg if uri == cfg.storage.uri else cfg.replace(**{"storage.uri": uri})
+
+
 def join(uri: str, *parts: str) -> str:
     out = uri.rstrip("/")
     for part in parts:
@@ -652,7 +690,7 @@ def check_storage(uri: str, *, timeout_sec: float = 5.0, write_probe: bool = Tru
     else:
         probe = _check_gcs(uri, timeout_sec, write_probe)
     _check_pyarrow_agrees(uri, timeout_sec)
-    log.info("storage %s: usable (%s)", probe.uri, probe.where)
+    log.debug("storage %s: usable (%s)", probe.uri, probe.where)
 
 
 def _check_local(uri: str, path: str, write_probe: bool) -> _Probe:

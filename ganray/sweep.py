@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import os
 import sys
 import time
 from typing import Any
 
-from ganray import storage
-from ganray.config import Config, ConfigError, from_dict
+from ganray import console, storage
+from ganray.storage import StorageError
+from ganray.config import Config, ConfigError, image_or_2d
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,13 @@ class CollapseStopper:
             return False
         self.bad_in_a_row = self.bad_in_a_row + 1 if verdict in BAD_VERDICTS else 0
         return self.bad_in_a_row >= self.patience
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: a resumed trial keeps its count of bad evaluations."""
+        return {"bad_in_a_row": self.bad_in_a_row}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.bad_in_a_row = int(d.get("bad_in_a_row", 0))
 
 
 def make_should_stop(cfg: Config):
@@ -85,14 +94,16 @@ def trial_name(overrides: dict[str, Any]) -> str:
     return "-".join(parts) or "default"
 
 
-def sweep_trial(params: dict, base: dict) -> None:
+def sweep_trial(params: dict, base: Config) -> None:
     """The Tune function trainable: one trial = one TorchTrainer fit."""
     from ray.tune.integration.ray_train import TuneReportCallback  # Ray: Train reports -> Tune
 
     from ganray.distributed import make_trainer
 
     point = params["point"]
-    cfg = from_dict(base).replace(**point["overrides"])
+    # the config object itself (it pickles), not its dict: keys left to the family stay unset,
+    # so a sweep.family point gets that family's settings
+    cfg = base.replace(**point["overrides"])
     trainer = make_trainer(cfg, point["trial"], callbacks=[TuneReportCallback()], make_should_stop=make_should_stop)
     result = trainer.fit()
     if result.error is not None:
@@ -100,35 +111,80 @@ def sweep_trial(params: dict, base: dict) -> None:
 
 
 def _progress_callback(cfg: Config):
-    from ray.tune import Callback
+    """The live trial table (ganray.console): a Tune callback, created here so that Ray is
+    imported only when a sweep runs."""
+    from ray.tune import Callback  # Ray:
 
-    cols = ("step", "classes_covered", "modes_covered", "fcd", "loss_D", "loss_G")
+    two_d = image_or_2d(cfg.data.dataset) == "2d"
+    steps = cfg.train.steps
+    names = [trial_name(p) for p in grid(cfg)]  # every trial has a row from the start, pending or not
 
     class ProgressTable(Callback):
-        """A live console table: one line per trial, printed when a trial reports (at most every 5 s)."""
+        """One row per trial: its state, last reported step, evidence and verdict. It holds no
+        file handle (Tune pickles callbacks with the run); the console is looked up per call."""
 
         def __init__(self):
             self.last: dict[str, dict] = {}
-            self.printed = 0.0
+            self.verdicts: dict[str, str] = {}
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.last[_trial_label(trial)] = result
-            if time.time() - self.printed > 5:
-                self.print_table()
+            name = _trial_label(trial)
+            self.last[name] = {**self.last.get(name, {}), **result}
+            verdict = result.get("verdict")
+            changed = verdict is not None and verdict != self.verdicts.get(name)
+            if verdict is not None:
+                self.verdicts[name] = verdict
+            self.show(trials, changed)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.print_table()
+            self.show(trials, True)
 
-        def print_table(self):
-            self.printed = time.time()
-            header = f"{'trial':<28}" + "".join(f"{c:>16}" for c in cols) + f"  {'verdict'}"
-            lines = [header]
-            for name, r in sorted(self.last.items()):
-                vals = "".join(f"{_fmt(r.get(c)):>16}" for c in cols)
-                lines.append(f"{name:<28}{vals}  {r.get('verdict', '-')}")
-            print("\n".join(lines), flush=True)
+        def on_trial_error(self, iteration, trials, trial, **info):
+            con = console.current()
+            if con is not None:
+                first = str(getattr(trial, "error_msg", None) or "see the log").strip().splitlines()
+                con.line(f"trial {_trial_label(trial)} failed: {first[-1] if first else 'see the log'}")
+            self.show(trials, True)
+
+        def on_experiment_end(self, trials, **info):
+            self.show(trials, True, final=True)
+
+        def show(self, trials, changed: bool, final: bool = False) -> None:
+            con = console.current()
+            if con is not None:
+                con.table(self.lines(trials, con.elapsed()), changed=changed, final=final)
+
+        def lines(self, trials, elapsed: str) -> list[str]:
+            status = {_trial_label(t): t.status for t in trials}
+            return progress_lines([(n, status.get(n, "PENDING"), self.last.get(n, {})) for n in names],
+                                  steps, two_d, elapsed)
 
     return ProgressTable()
+
+
+TABLE_COLS = (("step", "step", 6), ("classes", "classes_covered", 7), ("KL", "kl_uniform", 6),
+              ("FCD", "fcd", 7), ("loss_D", "loss_D", 7), ("loss_G", "loss_G", 7))
+TABLE_COLS_2D = (("step", "step", 6), ("modes", "modes_covered", 5), ("rev.KL", "reverse_kl", 6),
+                 ("HQ", "hq_share", 5), ("loss_D", "loss_D", 7), ("loss_G", "loss_G", 7))
+_STATE = {"PENDING": "pending", "RUNNING": "running", "TERMINATED": "done", "ERROR": "FAILED", "PAUSED": "paused"}
+
+
+def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, elapsed: str) -> list[str]:
+    """The trial table: a status line, a header, one line per (trial, Tune status, last result)."""
+    cols = TABLE_COLS_2D if two_d else TABLE_COLS
+    states = [_STATE.get(status, status.lower()) for _, status, _ in rows]
+    for i, (_, _, r) in enumerate(rows):
+        if states[i] == "done" and int(r.get("step", steps)) < steps:
+            states[i] = "stopped"  # by the collapse stopper, before train.steps
+    counts = ", ".join(f"{states.count(k)} {k}" for k in ("running", "pending", "done", "stopped", "FAILED")
+                       if states.count(k))
+    width = max([len("trial")] + [len(n) for n, _, _ in rows])
+    out = [f"[{elapsed}] {len(rows)} trials: {counts}",
+           f"  {'trial':<{width}}  {'state':<8}" + "".join(f"{h:>{w + 1}}" for h, _, w in cols) + "  verdict"]
+    for (name, _, r), state in zip(rows, states):
+        vals = "".join(f"{_fmt(r.get(k)):>{w + 1}}" for _, k, w in cols)
+        out.append(f"  {name:<{width}}  {state:<8}{vals}  {r.get('verdict', '-')}")
+    return out
 
 
 def _trial_label(trial) -> str:
@@ -138,28 +194,35 @@ def _trial_label(trial) -> str:
 def _fmt(v) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
-        return f"{v:.4g}"
+        if v.is_integer() and abs(v) < 1e6:
+            return str(int(v))
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
 
 
 def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
-    """Run (or resume) the sweep; returns the experiment URI."""
+    """Run (or resume) the sweep; returns the experiment URI. Progress and the closing summary
+    go to the run's console (ganray.console) when there is one, else to stdout."""
     from ray import tune  # Ray:
 
     from ganray.distributed import init_ray, run_paths
 
+    t0 = time.time()
+    cfg = storage.resolve_config(cfg)  # before Tune: each trial runs in a working directory of its own
     points = grid(cfg)
     names = [trial_name(p) for p in points]
     if len(set(names)) != len(names):
         raise ConfigError("sweep: two grid points give the same trial name; remove duplicate values")
     exp_uri = run_paths(cfg, "x").experiment
     storage.put_bytes(storage.join(exp_uri, "config.yaml"), cfg.to_yaml().encode())
-    init_ray()
+    console.say(f"  Ray       {init_ray()}")
 
     fs, exp_path = storage.filesystem(exp_uri)
     tune_path = exp_path + "/tune"
-    trainable = tune.with_parameters(sweep_trial, base=cfg.to_dict())
+    trainable = tune.with_parameters(sweep_trial, base=cfg)
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
     # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
@@ -173,9 +236,11 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     restore_uri = storage.join(exp_uri, "tune", "tune")
     if tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs):
         log.info("resuming the sweep stored at %s: finished trials are kept", restore_uri)
+        console.say(f"  resuming  the sweep stored at {restore_uri}: finished trials are kept")
         tuner = tune.Tuner.restore(tune_path + "/tune", trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)
     else:
+        console.say(f"  running   {len(points)} trials, up to {max_conc} at a time")
         tuner = tune.Tuner(
             trainable,
             param_space={"point": tune.grid_search([{"overrides": p, "trial": n} for p, n in zip(points, names)])},
@@ -186,15 +251,41 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         )
     results = tuner.fit()
     errors = [r.error for r in results if r.error is not None]
-    print(f"sweep finished: {len(results)} trials, {len(errors)} failed; experiment at {exp_uri}")
+    log.info("sweep finished: %d trials, %d failed; experiment at %s", len(results), len(errors), exp_uri)
+    lines = trial_summaries(exp_uri, names, cfg.train.steps)
+    stopped = sum(" stopped early" in line for line in lines)
+    summary = [f"sweep finished in {console.fmt_duration(time.time() - t0)}: {len(results)} trials, "
+               f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
     if write_report:
         from ganray.report import write_report
 
         where = write_report(exp_uri)
-        print(f"report: {where}")
+        summary.append(f"report: {where}")
+    summary.append(f"  results   {exp_uri}")
+    console.say_summary(summary)
     if errors:
         raise RuntimeError(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
     return exp_uri
+
+
+def trial_summaries(exp_uri: str, names: list[str], steps: int) -> list[str]:
+    """One line per trial from its verdict.json (the run's last word): verdict, step, first reason."""
+    width = max(len(n) for n in names)
+    out = []
+    for name in names:
+        path = storage.join(exp_uri, "trials", name, "verdict.json")
+        try:
+            v = json.loads(storage.read_bytes(path))
+        except (OSError, ValueError, StorageError):
+            out.append(f"  {name:<{width}}  no verdict (the trial wrote none; see the log)")
+            continue
+        step, first = v.get("step"), v.get("first_seen_step")
+        when = f"step {step}" + (f" (since {first})" if first not in (None, step) else "")
+        early = ", stopped early" if v.get("stopped_early") or (isinstance(step, int) and step < steps
+                                                                and v.get("verdict") != "diverged") else ""
+        reason = (v.get("reasons") or [""])[0]
+        out.append(f"  {name:<{width}}  {v.get('verdict', '?'):<16} {when}{early}: {reason}".rstrip(": "))
+    return out
 
 
 def _concurrency(cfg: Config, n_trials: int) -> int:
@@ -223,23 +314,47 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args, defaults=defaults)
-        grid(cfg)
+        points = grid(cfg)
         from ganray.storage import check_storage
 
         check_storage(cfg.storage.uri)
     except bad_input_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        run_sweep(cfg, write_report=not args.no_report)
-    except bad_input_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception as e:  # noqa: BLE001
-        log.exception("sweep failed")
-        print(f"error: sweep failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    exp_uri = storage.join(cfg.storage.uri, cfg.experiment.name)
+    with console.RunConsole("sweep", exp_uri, verbose=getattr(args, "verbose", False)) as con:
+        con.header([f"ganray sweep {cfg.experiment.name}: {len(points)} trials ({describe_grid(cfg)}), "
+                    f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}",
+                    f"  results   {exp_uri}"])
+        try:
+            run_sweep(cfg, write_report=not args.no_report)
+        except bad_input_errors() as e:
+            con.error(f"error: {e}")
+            return EXIT_BAD_INPUT
+        except Exception as e:  # noqa: BLE001
+            log.exception("sweep failed")
+            con.error(f"error: sweep failed: {e}")
+            if con.log_path and not con.verbose:
+                con.error(f"  the full log: {con.log_path}")
+            return EXIT_FAILED
+        finally:
+            _shutdown_ray()  # inside the console: Ray's shutdown lines go to the log too
     return 0
+
+
+def describe_grid(cfg: Config) -> str:
+    parts = [f"{field} {', '.join(_fmt(v) for v in getattr(cfg.sweep, field))}"
+             for field, _ in AXES if field != "seeds" and getattr(cfg.sweep, field)]
+    if len(cfg.sweep.seeds) > 1:
+        parts.append(f"seeds {', '.join(map(str, cfg.sweep.seeds))}")
+    return "; ".join(parts) or "one point"
+
+
+def _shutdown_ray() -> None:
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -132,3 +132,61 @@ def test_s3_outage_mid_run_is_ridden_out_without_gaps(tmp_path, s3_bucket, s3_se
     rows = [json.loads(line) for line in storage.read_bytes(f"{s3_bucket}/{prefix}metrics.jsonl").splitlines()]
     logged = sorted({row["step"] for row in rows})
     assert logged == list(range(5, steps + 1, 5)), logged  # no silent gap
+
+
+# ---- a run killed after its first non-healthy evaluation resumes to the same verdict ---------------
+
+# Cadences that do not divide each other: the checkpoint at 15 falls inside a log window (12..16)
+# and between evaluations (10, 20), so the window, the evaluator (flip-rate baseline, first-seen
+# step) and the training-signal history all have to come back from the checkpoint.
+RESUME_RUN = ["train", "--local", LOCAL, "--quiet", "--set", "model.width=0.125", "--set", "train.batch_size=16",
+              "--set", "train.steps=36", "--set", "train.log_every=4", "--set", "train.eval_every=10",
+              "--set", "train.sample_every=7", "--set", "train.checkpoint_every=15", "--set", "eval.n=200",
+              "--set", "eval.n_fixed_z=16", "--set", "data.n_train=1000", "--set", "eval.flat_window=3",
+              # garbage at every evaluation (near_real_share 0.12-0.2 here), so the verdict first seen at
+              # step 10, before the kill, is the one the run ends with
+              "--set", "eval.near_real_garbage=0.5"]
+KILL_AFTER_CHECKPOINT = """
+import os, signal, sys
+from ganray import checkpoint
+_save = checkpoint.save
+def save(state, path):  # SIGKILL this process right after the checkpoint of step {step} is on disk
+    out = _save(state, path)
+    if state["step"] == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+checkpoint.save = save
+from ganray.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _rows(trial: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "elapsed_sec")} for r in rows]
+
+
+def test_killed_after_first_bad_evaluation_then_resumed_ends_as_a_straight_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda *pre, store: subprocess.run(  # noqa: E731
+        [sys.executable, *pre, *RESUME_RUN, "--storage", store], capture_output=True, text=True,
+        cwd=tmp_path, env=env, timeout=600)
+    r = run("-m", "ganray.cli", store="straight")  # relative storage, as users give it
+    assert r.returncode == 0, r.stderr[-3000:]
+    killed = run("-c", KILL_AFTER_CHECKPOINT.format(step=15), store="resumed")
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-2000:])
+    trial_b = tmp_path / "resumed" / "zdim-mnist-local" / "trials" / "train"
+    first = json.loads((trial_b / "verdict.json").read_text())
+    assert first["verdict"] != "healthy" and first["step"] == 10  # killed after its first non-healthy evaluation
+    assert [row["step"] for row in _rows(trial_b)] == [4, 7, 8, 10, 12, 14, 15]
+    r = run("-m", "ganray.cli", store="resumed")  # the same command again resumes from step 15
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    trial_a = tmp_path / "straight" / "zdim-mnist-local" / "trials" / "train"
+    a, b = (json.loads((t / "verdict.json").read_text()) for t in (trial_a, trial_b))
+    assert b == a and a["verdict"] == "garbage" and a["first_seen_step"] == 10, (a, b)
+    rows_a, rows_b = _rows(trial_a), _rows(trial_b)
+    assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
+    assert rows_b == rows_a  # every logged mean, metric and flip rate, exactly
+    flips = [r["fixed_z_flip_rate"] for r in rows_a if "fixed_z_flip_rate" in r]
+    assert len(flips) == 3  # evaluations 20, 30 and 36 compare with the one before (10 has none)

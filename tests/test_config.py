@@ -1,6 +1,7 @@
 """Config loading: presets are valid; bad configs exit 2 naming the dotted path; nothing is written."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,18 @@ BAD = [
     ("model: {ema_decay: 1.5}", "model.ema_decay", "<= 1"),
     ("data: {dataset: ring8}\neval: {metrics: [fcd]}", "eval.metrics", "applies to"),
     ("eval: {metrics: [fid]}", "eval.metrics[0]", "unknown metric"),
+    # non-finite and oversized numbers (YAML's .nan / .inf, and 1e30 read as a string or a float)
+    ("train: {lr_g: .nan}", "train.lr_g", "finite"),
+    ("train: {lr_g: .inf}", "train.lr_g", "finite"),
+    ("model: {width: .nan}", "model.width", "finite"),
+    ("train: {lr_d: .inf}", "train.lr_d", "finite"),
+    ("train: {lr_d: -.inf}", "train.lr_d", "finite"),
+    ("train: {steps: 1e30}", "train.steps", "<= 100000000"),
+    ("train: {steps: 1.0e+30}", "train.steps", "<= 100000000"),
+    ("eval: {n: 123456789012345}", "eval.n", "<= 2147483647"),
+    ("eval: {kl_partial: .nan}", "eval.kl_partial", "finite"),
+    ("sweep: {lr_g: [1.0e-4, .nan]}", "sweep.lr_g", "finite"),
+    ("train: {beta2: 1.0e+400}", "train.beta2", "finite"),
 ]
 
 
@@ -70,6 +83,84 @@ def test_bad_config_exits_2_names_the_path_and_writes_nothing(tmp_path, monkeypa
     assert cli.main(["train", "--local", str(cfg_file)]) == 2
     assert path in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_binary_config_file_exits_2_naming_the_file_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    cfg_file = tmp_path / "weights.yaml"
+    cfg_file.write_bytes(bytes(range(256)) * 8)  # not UTF-8 text (a checkpoint given by mistake)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", str(cfg_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(cfg_file) in err and "not a YAML text file" in err and "Traceback" not in err, err
+    assert cli.main(["train", "--local", str(cfg_file)]) == 2
+    assert "not a YAML text file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.yaml"]
+
+
+def test_nan_set_override_exits_2_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--local", str(ROOT / "configs" / "ring8.yaml"), "--set", "train.lr_g=.nan"]) == 2
+    assert "train.lr_g: must be a finite number" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- a family's own settings apply whenever the config leaves them unset ----------------------
+
+
+def test_wgan_gp_gets_its_paper_settings_when_unset_and_the_users_when_set():
+    cfg = load(None, ["train.family=wgan-gp"])
+    tc = cfg.train
+    assert (tc.n_critic, tc.beta1, tc.beta2, tc.lr_g, tc.lr_d) == (5, 0.5, 0.9, 1e-4, 1e-4)
+    saved = yaml.safe_load(cfg.to_yaml())["train"]  # the resolved config saved with a trial
+    assert (saved["n_critic"], saved["beta2"], saved["lr_g"]) == (5, 0.9, 1e-4)
+    mine = load(None, ["train.family=wgan-gp", "train.n_critic=2", "train.beta2=0.99", "train.lr_g=3e-4"]).train
+    assert (mine.n_critic, mine.beta1, mine.beta2, mine.lr_g, mine.lr_d) == (2, 0.5, 0.99, 3e-4, 1e-4)
+    assert (Config().train.n_critic, Config().train.beta2, Config().train.lr_g) == (1, 0.999, 2e-4)
+    began = load(None, ["train.family=began"]).train
+    assert (began.lr_g, began.lr_d, began.beta1, began.beta2) == (1e-4, 1e-4, 0.5, 0.999)
+    # an explicit null is "unset" too
+    assert load(None, {"train.family": "wgan-gp", "train.n_critic": None}).train.n_critic == 5
+
+
+def test_a_change_of_family_brings_that_familys_settings_through_replace_pickle_and_the_sweep_grid():
+    import pickle
+
+    from ganray.sweep import grid
+
+    base = load(None, ["sweep.family=[gan, wgan-gp]", "sweep.z_dim=[]", "train.beta1=0.0"])
+    for shipped in (base, pickle.loads(pickle.dumps(base))):  # Tune hands trials a pickled config
+        by_family = {p["train.family"]: shipped.replace(**p).train for p in grid(shipped)}
+        assert (by_family["wgan-gp"].n_critic, by_family["wgan-gp"].beta2, by_family["wgan-gp"].lr_d) == (5, 0.9, 1e-4)
+        assert (by_family["gan"].n_critic, by_family["gan"].beta2, by_family["gan"].lr_d) == (1, 0.999, 2e-4)
+        assert by_family["wgan-gp"].beta1 == by_family["gan"].beta1 == 0.0  # the user's value wins everywhere
+    # a config read back from a saved trial is explicit: what ran, whatever the family
+    ran = load(None, ["train.family=wgan-gp"])
+    from ganray.config import from_dict
+
+    assert from_dict(ran.to_dict()).replace(**{"train.family": "gan"}).train.n_critic == 5
+
+
+def test_local_wgan_gp_run_on_default_storage_runs_five_critic_steps(tmp_path):
+    """The user's path: `ganray train --local CONFIG --set train.family=wgan-gp` with the default
+    (relative) storage; the saved config shows n_critic 5 and D's Adam really stepped 5x per G step."""
+    import torch
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GANRAY_STORAGE",)}
+    steps = 7
+    r = subprocess.run([sys.executable, "-m", "ganray.cli", "train", "--local", str(ROOT / "configs" / "zdim_mnist_local.yaml"),
+                        "--quiet", "--set", "train.family=wgan-gp", "--set", f"train.steps={steps}",
+                        "--set", "model.width=0.125", "--set", "train.batch_size=8", "--set", "eval.metrics=[]",
+                        "--set", "data.n_train=200"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trial = tmp_path / "ganray_results" / "zdim-mnist-local" / "trials" / "train"
+    saved = yaml.safe_load((trial / "config.yaml").read_text())["train"]
+    assert (saved["n_critic"], saved["beta1"], saved["beta2"], saved["lr_d"]) == (5, 0.5, 0.9, 1e-4)
+    state = torch.load(trial / f"checkpoint_{steps:06d}" / "checkpoint.pt", weights_only=True)
+    d_steps = {int(s["step"]) for s in state["opt_D"]["state"].values()}
+    g_steps = {int(s["step"]) for s in state["opt_G"]["state"].values()}
+    assert d_steps == {5 * steps} and g_steps == {steps}
+    assert state["opt_D"]["param_groups"][0]["betas"] == (0.5, 0.9)
 
 
 def test_set_overrides_convert_types():

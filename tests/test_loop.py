@@ -190,3 +190,58 @@ def test_divergence_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert r0["reports"] == r1["reports"] == [(5, None), (10, None), (15, "diverged")]
     assert "on another rank" in r0["reasons"][0]
     assert "parameters" in r1["reasons"][0]
+
+
+# ---- the statistics window -----------------------------------------------------------------------
+
+
+def test_logged_means_are_exact_when_cadences_do_not_align(monkeypatch):
+    """ring8 with log_every 10, eval_every 25, sample_every 35, checkpoint_every 40: every
+    reported loss is the mean of the per-step values since the last log step, whichever cadence
+    asked for it (before the fix, loss_D at step 75 was 5x the mean and at 80 half of it)."""
+    import ganray.loop as loop_mod
+    from ganray.families import get_family
+
+    real = get_family("gan")
+    per_step: list[dict[str, float]] = []
+
+    def recording_step(*args, **kwargs):
+        stats = real.step(*args, **kwargs)
+        per_step.append({k: float(v) for k, v in stats.items()})
+        return stats
+
+    monkeypatch.setattr(loop_mod, "get_family", lambda name: dataclasses.replace(real, step=recording_step))
+    cfg = load(None, ["data.dataset=ring8", "data.n_train=2000", "train.steps=83", "train.batch_size=32",
+                      "train.log_every=10", "train.eval_every=25", "train.sample_every=35",
+                      "train.checkpoint_every=40", "eval.metrics=[]", "eval.n_fixed_z=8"])
+    _, _, reports = _run(cfg)
+    steps = [s for s, _ in reports]
+    assert steps == [10, 20, 25, 30, 35, 40, 50, 60, 70, 75, 80, 83]
+    last_log = 0
+    for step, metrics in reports:
+        window = per_step[last_log:step]  # steps last_log+1 .. step
+        for key in ("loss_D", "loss_G", "d_acc_real"):
+            expected = sum(w[key] for w in window) / len(window)
+            assert metrics[key] == pytest.approx(expected, rel=1e-5, abs=1e-7), (step, key)
+        if step % 10 == 0 or step == 83:
+            last_log = step
+    # the two steps of the bug report, by hand: 75 = mean of 71..75, 80 = mean of 71..80
+    by_step = dict(reports)
+    assert by_step[75]["loss_D"] == pytest.approx(sum(w["loss_D"] for w in per_step[70:75]) / 5, rel=1e-5)
+    assert by_step[80]["loss_D"] == pytest.approx(sum(w["loss_D"] for w in per_step[70:80]) / 10, rel=1e-5)
+
+
+def test_stats_window_counts_what_it_sums():
+    from ganray.loop import StatsWindow
+
+    w = StatsWindow()
+    for v in (1.0, 2.0, 6.0):
+        w.add({"a": torch.tensor(v)})
+    w.add({"b": torch.tensor(4.0)})  # a key seen once is divided by one, not by the cadence
+    assert w.means() == {"a": 3.0, "b": 4.0}
+    again = StatsWindow()
+    again.load_state_dict(w.state_dict(), torch.device("cpu"))
+    again.add({"a": torch.tensor(3.0)})
+    assert again.means() == {"a": 3.0, "b": 4.0}
+    w.reset()
+    assert w.means() == {}

@@ -134,7 +134,6 @@ def no_state() -> dict:
 @dataclass(frozen=True)
 class Family:
     name: str
-    default_n_critic: int
     build: Callable[..., Models]  # (cfg, shape, wrap=identity, device="cpu") -> Models
     init_state: Callable[[], dict]  # family state saved in checkpoints (BEGAN: {"k_t": 0.0})
     step: Callable[..., Stats]  # (m, next_real, sample_z, state, tc) -> {name: 0-dim tensor}

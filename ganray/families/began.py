@@ -86,7 +86,6 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
 
 FAMILY = register_family(Family(
     name="began",
-    default_n_critic=1,
     build=adversarial_builder("began"),
     init_state=init_state,
     step=adversarial_step(d_step, g_step),

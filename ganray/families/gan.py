@@ -53,7 +53,6 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
 
 FAMILY = register_family(Family(
     name="gan",
-    default_n_critic=1,
     build=adversarial_builder("gan"),
     init_state=no_state,
     step=adversarial_step(d_step, g_step),

@@ -79,7 +79,6 @@ def reconstruct(m: Models, x: Tensor) -> Tensor:
 
 FAMILY = register_family(Family(
     name="vae",
-    default_n_critic=1,
     build=build,
     init_state=no_state,
     step=step,

@@ -1,7 +1,8 @@
 """`wgan-gp`: Wasserstein GAN with gradient penalty (Gulrajani et al., 2017).
 
-D is a critic (no sigmoid). The paper's settings, set by the wgan-gp preset: λ = 10
-(train.gp_lambda), n_critic = 5, Adam lr 1e-4, betas (0.5, 0.9).
+D is a critic (no sigmoid). The paper's settings: λ = 10 (train.gp_lambda), n_critic = 5,
+Adam lr 1e-4, betas (0.5, 0.9); applied to every train key the config leaves unset
+(ganray.config.FAMILY_DEFAULTS), so `--set train.family=wgan-gp` alone runs them.
 """
 from __future__ import annotations
 
@@ -70,7 +71,6 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
 
 FAMILY = register_family(Family(
     name="wgan-gp",
-    default_n_critic=5,
     build=adversarial_builder("wgan-gp"),
     init_state=no_state,
     step=adversarial_step(d_step, g_step),
