@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +37,14 @@ def to_bytes(state: dict[str, Any]) -> bytes:
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> str:
     """Atomically write `state` to a local path or a bucket URI; returns where it went."""
-    data = to_bytes(state)
-    path = str(path)
-    if path.startswith(("s3://", "gs://")):
-        from ganray.storage import put_bytes  # one PUT: an object is whole or absent
+    from ganray import storage
 
-        put_bytes(path, data)
-        return path
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)  # atomic on POSIX: readers see the old file or the new one
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(p)
+    path, data = str(path), to_bytes(state)
+    if path.startswith(("s3://", "gs://")):
+        storage.put_bytes(path, data)  # one PUT: an object is whole or absent
+    else:  # a temp file renamed into place (an OSError, e.g. a full disk, is a failure of the run: exit 1)
+        storage.atomic_local_write(os.path.expanduser(path), lambda f: f.write(data))
+    return path
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

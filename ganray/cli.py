@@ -37,7 +37,8 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = False) -
     p.add_argument("--storage", default=None, help="local path, s3://bucket/prefix or gs://bucket/prefix")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set train.lr_g=2e-4 (repeatable)")
-    p.add_argument("--smoke", action="store_true", help="tiny steps, widths and evaluation sizes: a run takes seconds")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny steps, widths and evaluation sizes (a run takes seconds), as experiment <name>-smoke")
     # SUPPRESS: `ganray -v train ...` (the top-level flag) is not reset by the subcommand's default
     p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
                    help="the full log stream (Ray's and the workers') on the console instead of a log file")
@@ -70,8 +71,11 @@ def config_from_args(args: argparse.Namespace, defaults: dict | None = None):
     overrides.update(parse_overrides(getattr(args, "overrides", [])))
     from ganray.storage import resolve_config
 
+    cfg = load(getattr(args, "config", None), overrides)
+    if getattr(args, "smoke", False):  # a smoke run never resumes, or is taken for, the real experiment
+        cfg = cfg.replace(**{"experiment.name": f"{cfg.experiment.name}-smoke"})
     # once, here: trials and workers get the absolute URI (Tune gives each trial its own cwd)
-    return resolve_config(load(getattr(args, "config", None), overrides))
+    return resolve_config(cfg)
 
 
 def cmd_validate(args) -> int:

@@ -51,6 +51,12 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
+def elapsed_since(t0: float) -> str:
+    """The run's time so far: the console's clock (the one its tables show) when there is one."""
+    con = current()
+    return con.elapsed() if con is not None else fmt_duration(time.time() - t0)
+
+
 def say_summary(lines: Sequence[str]) -> None:
     con = current()
     if con is not None:
@@ -75,6 +81,8 @@ class RunConsole:
         self.tty = False
         self._last_table = 0.0
         self._drawn = 0  # lines of the table on screen (terminal redraw)
+        self._pending = False  # pipe: a change not shown yet (it came too soon after the last table)
+        self._shown: list[str] = []  # the rows of the last table shown (its first line holds the time)
         self._t0 = time.time()
 
     # ---- set-up and tear-down ---------------------------------------------------------------
@@ -105,6 +113,7 @@ class RunConsole:
     def _redirect(self) -> None:
         """fds 1 and 2 -> the log file; the console keeps duplicates of the original ones."""
         assert self.log_path is not None
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # the workers' lines Ray forwards: no colour codes in a file
         sys.stdout.flush()
         sys.stderr.flush()
         saved = (os.dup(1), os.dup(2))
@@ -179,13 +188,16 @@ class RunConsole:
             self.out.flush()
             self._drawn = len(lines)
         else:
-            due = final or (changed and since >= PIPE_MIN_SEC) or since >= PIPE_HEARTBEAT_SEC
-            if not due:
+            self._pending = self._pending or changed
+            due = final or (self._pending and since >= PIPE_MIN_SEC) or since >= PIPE_HEARTBEAT_SEC
+            if not due or list(lines[1:]) == self._shown:  # nothing new to read
                 return False
+            self._pending = False
             for text in lines:
                 self.out.write(_cut(text) + "\n")
             self.out.flush()
         self._last_table = now
+        self._shown = list(lines[1:])
         return True
 
     def _clear_table(self) -> None:

@@ -492,13 +492,22 @@ def _with_retry(what: str, uri: str, op: Callable[[], T], retry_sec: float | Non
 # ---- local files ---------------------------------------------------------------------
 
 
-def _atomic_local_write(path: str, write: Callable[[Any], None]) -> None:
+def _file_mode() -> int:
+    """What open() would give a new file: 0666 less the process umask (mkstemp's 0600 would keep
+    reports and configs from other users of a shared machine)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_local_write(path: str, write: Callable[[Any], None]) -> None:
     """Write through a temporary file in the same folder and rename it into place, so a
     reader sees the old file or the whole new one, never a part."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -530,7 +539,7 @@ def put_bytes(uri: str, data: bytes, *, retry_sec: float | None = None) -> None:
     data = bytes(data)
     scheme, path = split_uri(uri)
     if scheme == "file":
-        return _local_op("write", uri, lambda: _atomic_local_write(path, lambda f: f.write(data)))
+        return _local_op("write", uri, lambda: atomic_local_write(path, lambda f: f.write(data)))
     bucket, key = _bucket_key(uri)
     if scheme == "s3":
         op = lambda: _s3_client().put_object(Bucket=bucket, Key=key, Body=data)  # noqa: E731
@@ -553,7 +562,7 @@ def upload_file(local_path: str | os.PathLike, uri: str, *, retry_sec: float | N
     if scheme == "file":
         if os.path.abspath(local_path) == path:
             return
-        return _local_op("write", uri, lambda: _atomic_local_write(path, lambda f: _copy_into(local_path, f)))
+        return _local_op("write", uri, lambda: atomic_local_write(path, lambda f: _copy_into(local_path, f)))
     bucket, key = _bucket_key(uri)
     if scheme == "s3":
         op = lambda: _s3_client().upload_file(local_path, bucket, key)  # noqa: E731
@@ -595,16 +604,16 @@ def download_file(uri: str, local_path: str | os.PathLike, *, retry_sec: float |
     if scheme == "file":
         if not os.path.isfile(path):
             raise StorageNotFoundError(f"{uri}: cannot download: no such file")
-        return _local_op("copy", uri, lambda: _atomic_local_write(local_path, lambda f: _copy_into(path, f)))
+        return _local_op("copy", uri, lambda: atomic_local_write(local_path, lambda f: _copy_into(path, f)))
     bucket, key = _bucket_key(uri)
 
     def op() -> None:
         if scheme == "s3":
             body = _s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-            _atomic_local_write(local_path, lambda f: shutil.copyfileobj(body, f, 1 << 20))
+            atomic_local_write(local_path, lambda f: shutil.copyfileobj(body, f, 1 << 20))
         else:
             blob = _gcs_client().bucket(bucket).blob(key)
-            _atomic_local_write(local_path, lambda f: blob.download_to_file(
+            atomic_local_write(local_path, lambda f: blob.download_to_file(
                 f, timeout=(CONNECT_TIMEOUT_SEC, READ_TIMEOUT_SEC), retry=None))
 
     _with_retry("download", uri, op, retry_sec)

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+import yaml
+
 from ganray import console, storage
 from ganray.storage import StorageError
 from ganray.config import Config, ConfigError, image_or_2d
@@ -162,11 +164,18 @@ def _progress_callback(cfg: Config):
     return ProgressTable()
 
 
-TABLE_COLS = (("step", "step", 6), ("classes", "classes_covered", 7), ("KL", "kl_uniform", 6),
-              ("FCD", "fcd", 7), ("loss_D", "loss_D", 7), ("loss_G", "loss_G", 7))
-TABLE_COLS_2D = (("step", "step", 6), ("modes", "modes_covered", 5), ("rev.KL", "reverse_kl", 6),
-                 ("HQ", "hq_share", 5), ("loss_D", "loss_D", 7), ("loss_G", "loss_G", 7))
+# (header, result key, width, format); columns are two spaces apart
+TABLE_COLS = (("step", "step", 5, "d"), ("classes", "classes_covered", 7, "d"), ("KL", "kl_uniform", 6, ".3f"),
+              ("FCD", "fcd", 7, ".1f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
+TABLE_COLS_2D = (("step", "step", 5, "d"), ("modes", "modes_covered", 5, "d"), ("rev.KL", "reverse_kl", 6, ".3f"),
+                 ("HQ", "hq_share", 5, ".2f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
 _STATE = {"PENDING": "pending", "RUNNING": "running", "TERMINATED": "done", "ERROR": "FAILED", "PAUSED": "paused"}
+
+
+def _cell(v, fmt: str) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "-" if v is None else str(v)
+    return f"{int(v):d}" if fmt == "d" else format(v, fmt)
 
 
 def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, elapsed: str) -> list[str]:
@@ -180,10 +189,10 @@ def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, e
                        if states.count(k))
     width = max([len("trial")] + [len(n) for n, _, _ in rows])
     out = [f"[{elapsed}] {len(rows)} trials: {counts}",
-           f"  {'trial':<{width}}  {'state':<8}" + "".join(f"{h:>{w + 1}}" for h, _, w in cols) + "  verdict"]
+           f"  {'trial':<{width}}  {'state':<7}" + "".join(f"  {h:>{w}}" for h, _, w, _ in cols) + "  verdict"]
     for (name, _, r), state in zip(rows, states):
-        vals = "".join(f"{_fmt(r.get(k)):>{w + 1}}" for _, k, w in cols)
-        out.append(f"  {name:<{width}}  {state:<8}{vals}  {r.get('verdict', '-')}")
+        vals = "".join(f"  {_cell(r.get(k), f):>{w}}" for _, k, w, f in cols)
+        out.append(f"  {name:<{width}}  {state:<7}{vals}  {r.get('verdict', '-')}")
     return out
 
 
@@ -199,7 +208,7 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         if v.is_integer() and abs(v) < 1e6:
             return str(int(v))
-        return f"{v:.4g}" if abs(v) < 1000 else f"{v:.0f}"
+        return f"{v:.4g}" if abs(v) < 100 else (f"{v:.1f}" if abs(v) < 1000 else f"{v:.0f}")
     return str(v)
 
 
@@ -217,11 +226,13 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     if len(set(names)) != len(names):
         raise ConfigError("sweep: two grid points give the same trial name; remove duplicate values")
     exp_uri = run_paths(cfg, "x").experiment
-    storage.put_bytes(storage.join(exp_uri, "config.yaml"), cfg.to_yaml().encode())
-    console.say(f"  Ray       {init_ray()}")
-
     fs, exp_path = storage.filesystem(exp_uri)
     tune_path = exp_path + "/tune"
+    restoring = tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs)
+    if restoring:
+        _check_same_sweep(cfg, exp_uri)
+    storage.put_bytes(storage.join(exp_uri, "config.yaml"), cfg.to_yaml().encode())
+    console.say(f"  Ray       {init_ray()}")
     trainable = tune.with_parameters(sweep_trial, base=cfg)
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
@@ -234,7 +245,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
             max_t=cfg.train.steps, grace_period=max(cfg.train.eval_every, 1))
     max_conc = cfg.sweep.max_concurrent_trials or _concurrency(cfg, len(points))
     restore_uri = storage.join(exp_uri, "tune", "tune")
-    if tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs):
+    if restoring:
         log.info("resuming the sweep stored at %s: finished trials are kept", restore_uri)
         console.say(f"  resuming  the sweep stored at {restore_uri}: finished trials are kept")
         tuner = tune.Tuner.restore(tune_path + "/tune", trainable, resume_unfinished=True, resume_errored=True,
@@ -254,7 +265,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     log.info("sweep finished: %d trials, %d failed; experiment at %s", len(results), len(errors), exp_uri)
     lines = trial_summaries(exp_uri, names, cfg.train.steps)
     stopped = sum(" stopped early" in line for line in lines)
-    summary = [f"sweep finished in {console.fmt_duration(time.time() - t0)}: {len(results)} trials, "
+    summary = [f"sweep finished in {console.elapsed_since(t0)}: {len(results)} trials, "
                f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
     if write_report:
         from ganray.report import write_report
@@ -266,6 +277,29 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     if errors:
         raise RuntimeError(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
     return exp_uri
+
+
+# Keys a resumed sweep may change: where it runs and how many trials run at once.
+RESUME_MAY_CHANGE = ("storage.uri", "sweep.max_concurrent_trials")
+
+
+def _check_same_sweep(cfg: Config, exp_uri: str) -> None:
+    """A sweep resumes only with the config it started with: Tune keeps the finished trials,
+    and they would be reported as results of the new settings."""
+    path = storage.join(exp_uri, "config.yaml")
+    try:
+        old = yaml.safe_load(storage.read_bytes(path)) or {}
+    except (OSError, ValueError, StorageError, yaml.YAMLError):
+        return  # no readable record of the old config: Tune's own state decides
+    new = cfg.to_dict()
+    diffs = [f"{sec}.{key}: {old.get(sec, {}).get(key)!r} there, {value!r} now"
+             for sec, values in new.items() for key, value in values.items()
+             if f"{sec}.{key}" not in RESUME_MAY_CHANGE and old.get(sec, {}).get(key) != value]
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise ConfigError(f"experiment.name: {exp_uri} already holds the sweep {cfg.experiment.name!r} with another "
+                          f"config ({shown}); re-running it would resume that sweep and keep its finished trials. "
+                          "Give another name (--set experiment.name=NAME), another --storage, or delete the folder")
 
 
 def trial_summaries(exp_uri: str, names: list[str], steps: int) -> list[str]:
@@ -318,10 +352,12 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
         from ganray.storage import check_storage
 
         check_storage(cfg.storage.uri)
+        exp_uri = storage.join(cfg.storage.uri, cfg.experiment.name)
+        if storage.exists(storage.join(exp_uri, "tune", "tune", "tuner.pkl")):  # a sweep to resume: the same one?
+            _check_same_sweep(cfg, exp_uri)
     except bad_input_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    exp_uri = storage.join(cfg.storage.uri, cfg.experiment.name)
     with console.RunConsole("sweep", exp_uri, verbose=getattr(args, "verbose", False)) as con:
         con.header([f"ganray sweep {cfg.experiment.name}: {len(points)} trials ({describe_grid(cfg)}), "
                     f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}",

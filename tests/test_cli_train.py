@@ -43,7 +43,7 @@ def test_nan_run_is_diverged_keeps_last_good_checkpoint_and_exits_1(tmp_path, lo
         ["train", LOCAL, "--smoke", "--storage", str(tmp_path)]
     r = ganray(*base, "--set", "eval.metrics=[]")
     assert r.returncode == 0, r.stderr[-3000:]
-    trial = tmp_path / "zdim-mnist-local" / "trials" / "train"
+    trial = tmp_path / "zdim-mnist-local-smoke" / "trials" / "train"
     before = sorted(p.name for p in trial.glob("checkpoint_0*"))
     r = ganray(*base, "--set", "eval.metrics=[]", "--set", "train.steps=12",
                "--set", "train.lr_g=1e30", "--set", "train.lr_d=1e30")
@@ -79,9 +79,9 @@ def test_ray_run_on_bucket_leaves_every_artifact(tmp_path, request, scheme):
     server = request.getfixturevalue("s3_server" if scheme == "s3" else "gcs_server")
     r = ganray("train", LOCAL, "--smoke", "--storage", f"{bucket_uri}/runs")
     assert r.returncode == 0, r.stderr[-4000:]
-    objects = server.objects(bucket_uri.split("://")[1], "runs/zdim-mnist-local/")
+    objects = server.objects(bucket_uri.split("://")[1], "runs/zdim-mnist-local-smoke/")
     names = list(objects)
-    prefix = "runs/zdim-mnist-local/"
+    prefix = "runs/zdim-mnist-local-smoke/"
     assert f"{prefix}config.yaml" in names
     assert any(n.startswith(f"{prefix}trials/train/checkpoint_000006/") and n.endswith("checkpoint.pt")
                for n in names), names
@@ -99,7 +99,7 @@ def test_s3_outage_mid_run_is_ridden_out_without_gaps(tmp_path, s3_bucket, s3_se
     import threading
 
     bucket = s3_bucket.removeprefix("s3://")
-    prefix = "out/zdim-mnist-local/trials/train/"
+    prefix = "out/zdim-mnist-local-smoke/trials/train/"
     steps, every = 40, 5
     args = ["train", LOCAL, "--smoke", "--storage", f"{s3_bucket}/out", "--set", f"train.steps={steps}",
             "--set", f"train.checkpoint_every={every}", "--set", "train.log_every=5", "--set", "train.eval_every=10",

@@ -304,10 +304,10 @@ def test_compare_job_smoke_writes_the_comparison_report_to_s3(s3_bucket, s3_serv
     r = subprocess.run([sys.executable, "jobs/compare_vae_gan.py", "--smoke", "--storage", storage_uri],
                        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
     assert r.returncode == 0, f"exit {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-6000:]}"
-    exp = f"{storage_uri}/compare-vae-gan-local"
-    keys = s3_server.objects(s3_bucket.removeprefix("s3://"), prefix="ganray/compare-vae-gan-local/")
+    exp = f"{storage_uri}/compare-vae-gan-local-smoke"
+    keys = s3_server.objects(s3_bucket.removeprefix("s3://"), prefix="ganray/compare-vae-gan-local-smoke/")
     for name in ("report.md", "report.html", *(f"figures/{f}" for f in COMPARE_FIGURES)):
-        assert keys.get(f"ganray/compare-vae-gan-local/{name}", 0) > 0, name
+        assert keys.get(f"ganray/compare-vae-gan-local-smoke/{name}", 0) > 0, name
     md = storage.read_bytes(f"{exp}/report.md").decode()
     section = md[md.index("## VAE vs GAN"):md.index("## Figures")]
     assert "| metric | VAE (2 trials) | GAN (2 trials) |" in section

@@ -127,7 +127,7 @@ def test_failed_local_write_leaves_nothing(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError, match="No space"):
-        storage._atomic_local_write(str(target), half_then_fail)
+        storage.atomic_local_write(str(target), half_then_fail)
     assert target.read_bytes() == b"old version"
     assert sorted(p.name for p in target.parent.iterdir()) == ["checkpoint.pt"]
 
@@ -254,3 +254,19 @@ def test_check_storage_local_not_creatable(tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(storage.StorageError, match="cannot create local storage folder"):
         storage.check_storage(str(tmp_path / "a-file" / "exp"))
+
+
+def test_local_writes_are_readable_by_the_group_and_others_as_open_would_make_them(tmp_path):
+    """Reports, configs and checkpoints get 0666 less the umask (mkstemp alone gives 0600)."""
+    import os
+
+    from ganray import checkpoint
+
+    old = os.umask(0o022)
+    try:
+        storage.put_bytes(str(tmp_path / "report.html"), b"<html>")
+        checkpoint.save({"config": {}, "step": 1, "G": {}, "D": {}}, tmp_path / "c" / "checkpoint.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c" / "checkpoint.pt").stat().st_mode & 0o777 == 0o644

@@ -95,13 +95,13 @@ def test_smoke_sweep_on_s3_leaves_verdicts_report_and_tensorboard_runs(s3_bucket
     assert r.returncode == 0, tail(r)
     trials = trial_names()
     assert len(trials) == 5
-    exp = f"{s3_bucket}/x/zdim-mnist-local"
+    exp = f"{s3_bucket}/x/zdim-mnist-local-smoke"
     assert f"report: {exp}/report.html" in r.stdout, tail(r)
     bucket = s3_bucket.removeprefix("s3://")
-    objects = s3_server.objects(bucket, "x/zdim-mnist-local/")
+    objects = s3_server.objects(bucket, "x/zdim-mnist-local-smoke/")
     for t in trials:
-        assert objects.get(f"x/zdim-mnist-local/trials/{t}/verdict.json", 0) > 0, t
-        assert any(k.startswith(f"x/zdim-mnist-local/tensorboard/{t}/events.out.tfevents") for k in objects), t
+        assert objects.get(f"x/zdim-mnist-local-smoke/trials/{t}/verdict.json", 0) > 0, t
+        assert any(k.startswith(f"x/zdim-mnist-local-smoke/tensorboard/{t}/events.out.tfevents") for k in objects), t
     check_report(exp, trials)
 
     # TensorBoard, as the user starts it on the bucket, shows every trial as a run (GET /data/runs).
@@ -190,25 +190,49 @@ def ray_cli(*args: str, env: dict, timeout: float = 900) -> subprocess.Completed
     return subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
+def _user_env(home: Path) -> dict[str, str]:
+    """A new user's shell: their own HOME, no Ray, ganray or storage variables, the venv on PATH
+    (as `. .venv/bin/activate` leaves it)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RAY_", "GANRAY_", "AWS_")) and k != "STORAGE_EMULATOR_HOST"}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
 @pytest.mark.slow
-def test_ray_job_submit_on_a_started_head_succeeds_and_leaves_the_report(tmp_path):
-    env = {**os.environ, **SWEEP_ENV}
-    del env["RAY_ADDRESS"]  # the job must join the cluster `ray job submit` names, not start its own
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the job's `python` is this venv's
-    # Ray >= 2.59 turns token authentication on for clusters started here; `ray job` clients need the
-    # same mode and token. A throwaway token for this cluster (not ~/.ray/auth_token); the job's
-    # driver and workers inherit it from the processes `ray start` creates.
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    head = RayHead(env)
-    store = tmp_path / "store"
+@pytest.mark.parametrize("home_has_token", [False, True], ids=["after-make-run", "token-file-already-there"])
+def test_readme_cluster_sequence_after_a_local_run_succeeds_and_leaves_the_report(tmp_path, home_has_token):
+    """README, "A Ray cluster on this machine": after a local run (what `make run` does), in the same
+    HOME and with no Ray variables, `ray start --head` then `ray job submit --working-dir . --
+    python jobs/sweep_zdim.py --smoke`; the results go to ~/ganray_results, not into the job's
+    working directory (which Ray deletes). With a ~/.ray/auth_token some other program left, the
+    README's one line (`export RAY_AUTH_MODE=token`) is what the job submit needs."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _user_env(home)
+    grid1 = "sweep.z_dim=[1]"
+    # 1. a local run on the embedded defaults, its own local Ray (RAY_ADDRESS=local only keeps it
+    #    from joining a cluster another test session may be running on this machine)
+    local = subprocess.run([sys.executable, JOB, "--smoke", "--no-report", "--set", grid1], capture_output=True,
+                           text=True, timeout=900, cwd=tmp_path, env={**env, "RAY_ADDRESS": "local"})
+    assert local.returncode == 0, tail(local)
+    assert (tmp_path / "ganray_results" / "zdim-mnist-local-smoke" / "trials" / "z1-s0" / "verdict.json").is_file()
+    assert not (home / ".ray" / "auth_token").exists(), "the local run left a Ray token behind"
+    if home_has_token:
+        (home / ".ray").mkdir()
+        (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+        env["RAY_AUTH_MODE"] = "token"  # the README's line for this case
+
+    head = RayHead({k: v for k, v in env.items() if k != "RAY_AUTH_MODE"})  # `ray start` as the README has it
     sid = f"ganray-test-{os.getpid()}-{int(time.time())}"
     try:
-        head.start()
-        # .gitignore'd paths (.venv/, ganray_results/, ...) are left out by Ray; .git too, here.
-        excludes = {"excludes": [".git", ".venv", "ganray_results", ".pytest_cache"]}
+        started = head.start()
+        assert ("Token authentication is enabled" in started) == home_has_token, started[-2000:]
+        # the README's command (Ray leaves out what .gitignore names: .venv/, ganray_results/, ...);
+        # --address only because this head runs on free ports, --submission-id to ask its status
         r = ray_cli("job", "submit", "--address", head.dashboard, "--submission-id", sid, "--working-dir", ".",
-                    "--runtime-env-json", json.dumps(excludes), "--",
-                    "python", JOB, "--smoke", "--storage", str(store), "--set", "sweep.z_dim=[1,10]", env=env)
+                    "--", "python", JOB, "--smoke", "--set", "sweep.z_dim=[1,10]", env=env)
         assert r.returncode == 0, tail(r)
         status = ray_cli("job", "status", "--address", head.dashboard, sid, env=env, timeout=120)
         assert f"Job '{sid}' succeeded" in status.stdout, tail(status)  # the CLI's words for SUCCEEDED
@@ -216,12 +240,13 @@ def test_ray_job_submit_on_a_started_head_succeeds_and_leaves_the_report(tmp_pat
         uploads = [p for p in Path(head.temp_dir).glob("session_2*/runtime_resources/working_dir_files/_ray_pkg_*")
                    if p.is_dir()]
         assert uploads and all((u / JOB).is_file() and not (u / ".venv").exists() for u in uploads), uploads
+        assert not any((u / "ganray_results").exists() for u in uploads), "results landed in the job's working dir"
     finally:
         head.stop()
         shutil.rmtree(head.temp_dir, ignore_errors=True)
     assert head.processes() == [], "the Ray cluster is still running"
-    exp = str(store / "zdim-mnist-local")
-    assert f"report: {exp}/report.html" in r.stdout, tail(r)
+    exp = str(home / "ganray_results" / "zdim-mnist-local-smoke")  # the durable default under `ray job submit`
+    assert f"results   {exp}" in r.stdout and f"report: {exp}/report.html" in r.stdout, tail(r)
     check_report(exp, trial_names("sweep.z_dim=[1,10]"))
 
 
@@ -249,7 +274,7 @@ def test_collapse_stopper_stops_the_collapsing_trial_and_lets_the_healthy_one_fi
                 "--set", "train.checkpoint_every=150", "--set", "train.sample_every=150")
     assert r.returncode == 0, tail(r)
     collapsing, healthy = trial_names("sweep.z_dim=[1,10]")
-    trials = tmp_path / "zdim-mnist-local" / "trials"
+    trials = tmp_path / "zdim-mnist-local-smoke" / "trials"
 
     verdict = read_json(str(trials / collapsing / "verdict.json"))
     rows = read_metrics(str(trials / collapsing / "metrics.jsonl"))
@@ -321,7 +346,7 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
             "--set", f"train.steps={steps}", "--set", f"train.checkpoint_every={every}",
             "--set", f"train.log_every={every}", "--set", "train.eval_every=200", "--set", "train.sample_every=200"]
     first, second = trial_names("sweep.z_dim=[1,10]")
-    exp = tmp_path / "zdim-mnist-local"
+    exp = tmp_path / "zdim-mnist-local-smoke"
     trials, tune_dir = exp / "trials", exp / "tune" / "tune"
     log1 = open(tmp_path / "first.log", "w")
     # Tune saves its experiment state at most every 10 s by default; every second here, so that the
@@ -370,7 +395,7 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
 
     r = run_job(*args)
     assert r.returncode == 0, tail(r)
-    assert "resuming the sweep" in r.stderr, tail(r)
+    assert "resuming  the sweep stored at" in r.stdout, tail(r)  # said on the console
     # the finished trial was not run again: its files are untouched
     assert (trials / first / "metrics.jsonl").read_bytes() == first_before["metrics"]
     assert (trials / first / "metrics.jsonl").stat().st_mtime == first_before["mtime"]

@@ -58,3 +58,33 @@ def test_collapse_stopper_needs_patience_bad_evaluations_in_a_row():
     assert young(300, {"verdict": "garbage"})
     never = sweep.make_should_stop(load(None, ["sweep.stopper=false"]))
     assert not any(never(i, {"verdict": "collapsed"}) for i in range(10))
+
+
+def test_resuming_a_sweep_with_another_config_exits_2_and_leaves_the_experiment_alone(tmp_path, capsys):
+    """`--smoke` first and then the full sweep in the same folder used to resume the smoke sweep and
+    report its 6-step trials as the 600-step results. Smoke runs have an experiment of their own now,
+    and a resume with another config is refused before anything is written."""
+    import yaml
+
+    from ganray import sweep
+    from ganray.cli import config_from_args, add_config_args
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    smoke = config_from_args(p.parse_args(["--smoke", "--storage", str(tmp_path)]))
+    full = config_from_args(p.parse_args(["--storage", str(tmp_path)]))
+    assert (smoke.experiment.name, full.experiment.name) == ("zdim-mnist-local-smoke", "zdim-mnist-local")
+    exp = tmp_path / "zdim-mnist-local"
+    (exp / "tune" / "tune").mkdir(parents=True)
+    (exp / "tune" / "tune" / "tuner.pkl").write_bytes(b"a sweep Tune can resume")
+    (exp / "config.yaml").write_text(yaml.safe_dump(full.replace(**{"train.steps": 6}).to_dict()))
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert sweep.main(["--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds the sweep 'zdim-mnist-local' with another config (train.steps: 6 there, 600 now)" in err, err
+    assert "--set experiment.name=NAME" in err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    # the same config again, and a changed concurrency, pass the check
+    (exp / "config.yaml").write_text(yaml.safe_dump(full.to_dict()))
+    sweep._check_same_sweep(full.replace(**{"sweep.max_concurrent_trials": 3}), str(exp))
