@@ -214,9 +214,10 @@ def test_readme_cluster_sequence_after_a_local_run_succeeds_and_leaves_the_repor
     grid1 = "sweep.z_dim=[1]"
     # 1. a local run on the embedded defaults, its own local Ray (RAY_ADDRESS=local only keeps it
     #    from joining a cluster another test session may be running on this machine)
-    local = subprocess.run([sys.executable, JOB, "--smoke", "--no-report", "--set", grid1], capture_output=True,
+    local = subprocess.run([sys.executable, str(ROOT / JOB), "--smoke", "--no-report", "--set", grid1], capture_output=True,
                            text=True, timeout=900, cwd=tmp_path, env={**env, "RAY_ADDRESS": "local"})
     assert local.returncode == 0, tail(local)
+    # the default storage, ./ganray_results, is where the command ran (not a Tune trial's working dir)
     assert (tmp_path / "ganray_results" / "zdim-mnist-local-smoke" / "trials" / "z1-s0" / "verdict.json").is_file()
     assert not (home / ".ray" / "auth_token").exists(), "the local run left a Ray token behind"
     if home_has_token:
