@@ -41,7 +41,8 @@ def add_config_args(p: argparse.ArgumentParser, config_required: bool = False) -
                    help="tiny steps, widths and evaluation sizes (a run takes seconds), as experiment <name>-smoke")
     # SUPPRESS: `ganray -v train ...` (the top-level flag) is not reset by the subcommand's default
     p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                   help="the full log stream (Ray's and the workers') on the console instead of a log file")
+                   help="sweeps: the full stream (ganray's, Ray's and the workers' logs) on the console instead of "
+                        "a log file; ganray train: debug logging")
 
 
 SMOKE = {

@@ -27,8 +27,10 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ri
 FAMILIES = ("gan", "wgan-gp", "began", "vae")
 ARCHS = ("auto", "dcgan", "mlp")
 # Each family's published optimiser settings, applied to every train key the config leaves unset
-# (null). An explicit value always wins; the saved config shows the values that ran. The families
-# families read them from the resolved TrainConfig (tc.n_critic, tc.beta1, ...).
+# (null). An explicit value always wins; the saved config shows the values that ran, so a saved
+# config.yaml given back as --config pins them (a new --set train.family keeps them). Families read
+# them from the resolved TrainConfig (tc.n_critic, tc.beta1, ...). Change a config with
+# Config.replace, which re-resolves them; dataclasses.replace on a section does not.
 FAMILY_KEYS = ("lr_g", "lr_d", "beta1", "beta2", "n_critic")
 FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
     # DCGAN (Radford et al. 2016): Adam 2e-4, beta1 0.5

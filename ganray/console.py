@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ PIPE_MIN_SEC = 30.0        # pipe: no two tables closer than this
 PIPE_HEARTBEAT_SEC = 120.0  # pipe: a table this often while steps advance, even with no verdict change
 TTY_MIN_SEC = 1.0          # terminal: redraws at most this often
 MAX_LINE = 200             # console lines are cut here
+PATH_LINES = ("report:", "results", "log ")  # closing lines that name a path: never cut
 
 _current: "RunConsole | None" = None
 
@@ -84,6 +86,7 @@ class RunConsole:
         self._pending = False  # pipe: a change not shown yet (it came too soon after the last table)
         self._shown: list[str] = []  # the rows of the last table shown (its first line holds the time)
         self._t0 = time.time()
+        self._outer: "RunConsole | None" = None
 
     # ---- set-up and tear-down ---------------------------------------------------------------
     def __enter__(self) -> "RunConsole":
@@ -106,20 +109,24 @@ class RunConsole:
         if self._stream_arg is None:
             self.tty = bool(getattr(sys.stdout, "isatty", lambda: False)())
         if not self.verbose and self._stream_arg is None:
-            self._redirect()
-        _current = self
+            try:
+                self._redirect()
+            except OSError as e:  # no log file: the full stream stays on the console
+                self.err.write(f"note: cannot write the log file {self.log_path} ({e.strerror or e}); "
+                               "the full stream stays on the console\n")
+                self.log_path, self.verbose = None, True
+        self._outer, _current = _current, self
         return self
 
     def _redirect(self) -> None:
         """fds 1 and 2 -> the log file; the console keeps duplicates of the original ones."""
         assert self.log_path is not None
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # fails before anything moved
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # the workers' lines Ray forwards: no colour codes in a file
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_all()
         saved = (os.dup(1), os.dup(2))
         self.out = os.fdopen(os.dup(saved[0]), "w", buffering=1, encoding="utf-8", errors="replace")
         self.err = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -127,9 +134,8 @@ class RunConsole:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         global _current
-        _current = None
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _current = self._outer
+        _flush_all()
         if self._saved_fds is not None:
             os.dup2(self._saved_fds[0], 1)
             os.dup2(self._saved_fds[1], 2)
@@ -149,15 +155,15 @@ class RunConsole:
                       file=sys.stderr)
 
     # ---- what is printed --------------------------------------------------------------------
-    def line(self, text: str = "") -> None:
+    def line(self, text: str = "", *, cut: bool = True) -> None:
         self._clear_table()
-        self.out.write(_cut(text) + "\n")
+        self.out.write((_cut(text) if cut else text) + "\n")
         self.out.flush()
 
     def error(self, text: str) -> None:
+        """Never cut: the whole reason reaches the user."""
         self._clear_table()
-        for part in text.splitlines() or [""]:
-            self.err.write(_cut(part) + "\n")
+        self.err.write(text.rstrip("\n") + "\n")
         self.err.flush()
 
     def header(self, lines: Sequence[str]) -> None:
@@ -165,12 +171,13 @@ class RunConsole:
             self.line(text)
         if self.log_path and not self.verbose:
             where = f" (copied to {self.log_upload} at the end)" if self.log_upload else ""
-            self.line(f"  log       {self.log_path}{where}; --verbose shows it here")
+            self.line(f"  log       {self.log_path}{where}; --verbose shows it here", cut=False)
 
     def summary(self, lines: Sequence[str]) -> None:
+        """Closing lines; those naming a path (report:, results, log) are never cut."""
         self._drawn = 0  # the last table stays on screen above the summary
         for text in lines:
-            self.line(text)
+            self.line(text, cut=not text.lstrip().startswith(PATH_LINES))
 
     def elapsed(self) -> str:
         return fmt_duration(time.time() - self._t0)
@@ -183,8 +190,9 @@ class RunConsole:
             if not (final or changed or since >= TTY_MIN_SEC):
                 return False
             self._clear_table()
-            for text in lines:
-                self.out.write(_cut(text) + "\n")
+            width = max(20, shutil.get_terminal_size((MAX_LINE, 24)).columns - 1)
+            for text in lines:  # no wrapped rows: the redraw moves up exactly len(lines) lines
+                self.out.write(_cut(text)[:width] + "\n")
             self.out.flush()
             self._drawn = len(lines)
         else:
@@ -204,6 +212,22 @@ class RunConsole:
         if self.tty and not self.verbose and self._drawn:
             self.out.write(f"\x1b[{self._drawn}F\x1b[J")  # up to the table's first line, clear below
             self._drawn = 0
+
+
+def _flush_all() -> None:
+    """Python's and C's buffered stdout/stderr, before their file descriptors move."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 def fmt_duration(sec: float) -> str:

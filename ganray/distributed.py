@@ -39,7 +39,7 @@ class RunPaths:
 
 
 def run_paths(cfg: Config, trial: str) -> RunPaths:
-    exp = storage.join(cfg.storage.uri, cfg.experiment.name)
+    exp = storage.join(storage.resolve_uri(cfg.storage.uri), cfg.experiment.name)
     return RunPaths(exp, storage.join(exp, "trials", trial), storage.join(exp, "tensorboard", trial))
 
 
@@ -235,7 +235,8 @@ def _private_token_for_a_new_local_ray() -> str | None:
     fd, path = tempfile.mkstemp(prefix="ganray-ray-token-")  # mode 0600
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
-    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+    atexit.register(_forget_private_token)  # also on a plain exit without shutdown_ray()
+    _private_token["path"] = path
     os.environ["RAY_AUTH_TOKEN_PATH"] = path  # inherited by every process of the local instance
     try:
         from ray._private.authentication import authentication_token_setup as auth  # Ray:
@@ -244,11 +245,36 @@ def _private_token_for_a_new_local_ray() -> str | None:
         auth._enable_token_auth()  # RAY_AUTH_MODE=token, and this process's cached Ray config refreshed
         AuthenticationTokenLoader.instance().reset_cache()
     except Exception:  # noqa: BLE001 — cannot switch this process: leave Ray's own default
-        del os.environ["RAY_AUTH_TOKEN_PATH"]
-        os.environ.pop("RAY_AUTH_MODE", None)
-        os.remove(path)
+        _forget_private_token()
         return None
     return path
+
+
+_private_token: dict[str, str] = {}
+
+
+def _forget_private_token() -> None:
+    """Remove the private token file and the variables that named it (after Ray has stopped)."""
+    path = _private_token.pop("path", None)
+    if path is None:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") == path:
+        del os.environ["RAY_AUTH_TOKEN_PATH"]
+        os.environ.pop("RAY_AUTH_MODE", None)
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def shutdown_ray() -> None:
+    """ray.shutdown(), then forget this run's private token (a later ray.init() in this process,
+    or a child process, must not inherit token mode and a deleted token file)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _forget_private_token()
 
 
 def _describe_ray(ctx) -> str:

@@ -95,10 +95,13 @@ def check_samples(arr: np.ndarray, dataset: str, shape: tuple[int, ...], path: s
 
 
 def _with_overrides(cfg: Config, overrides: list[str], storage: str | None) -> Config:
+    from ganray.storage import resolve_config  # noqa: PLC0415
+
     ov = parse_overrides(overrides)
     if storage:
         ov["storage.uri"] = storage
-    return cfg.replace(**ov) if ov else cfg
+    # the default storage (./ganray_results) is where reference classifiers trained by runs are kept
+    return resolve_config(cfg.replace(**ov) if ov else cfg)
 
 
 def _real(cfg: Config):

@@ -21,7 +21,7 @@ _STEP = re.compile(r"checkpoint_(\d+)/checkpoint\.pt$")
 
 
 def experiment_uri(cfg: Config) -> str:
-    return storage.join(cfg.storage.uri, cfg.experiment.name)
+    return storage.join(storage.resolve_uri(cfg.storage.uri), cfg.experiment.name)
 
 
 def trial_uris(cfg: Config, trial: str) -> tuple[str, str]:

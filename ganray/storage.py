@@ -70,10 +70,10 @@ LOCAL_DEFAULT = "ganray_results"  # else: ./ganray_results, or ~/ganray_results 
 
 
 def in_ray_job_driver() -> bool:
-    """True in the driver of `ray job submit`: its working directory is an unpacked copy of
-    --working-dir that Ray deletes later, so nothing durable may be written under it."""
-    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")) or "/runtime_resources/working_dir_files/" in (
-        os.getcwd() + "/")
+    """True in the driver of `ray job submit` (Ray's job supervisor sets this variable for the
+    driver only): its working directory is an unpacked copy of --working-dir that Ray deletes
+    later, so nothing durable may be written under it."""
+    return bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
 
 
 def resolve_uri(uri: str) -> str:
@@ -492,12 +492,15 @@ def _with_retry(what: str, uri: str, op: Callable[[], T], retry_sec: float | Non
 # ---- local files ---------------------------------------------------------------------
 
 
-def _file_mode() -> int:
-    """What open() would give a new file: 0666 less the process umask (mkstemp's 0600 would keep
-    reports and configs from other users of a shared machine)."""
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread writes files
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+# What open() gives a new file: 0666 less the umask (mkstemp's 0600 would keep reports and
+# configs from the other users of a shared machine).
+_FILE_MODE = 0o666 & ~_read_umask()
 
 
 def atomic_local_write(path: str, write: Callable[[Any], None]) -> None:
@@ -507,7 +510,7 @@ def atomic_local_write(path: str, write: Callable[[Any], None]) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        os.fchmod(fd, _file_mode())
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

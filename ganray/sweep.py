@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import logging
 import os
 import sys
@@ -85,6 +86,13 @@ def grid(cfg: Config) -> list[dict[str, Any]]:
     for p in points:  # fail now, not in a worker: every point must make a valid config
         cfg.replace(**p)
     return points
+
+
+def trial_names(points: list[dict[str, Any]]) -> list[str]:
+    names = [trial_name(p) for p in points]
+    if len(set(names)) != len(names):
+        raise ConfigError("sweep: two grid points give the same trial name; remove duplicate values")
+    return names
 
 
 def trial_name(overrides: dict[str, Any]) -> str:
@@ -175,6 +183,8 @@ _STATE = {"PENDING": "pending", "RUNNING": "running", "TERMINATED": "done", "ERR
 def _cell(v, fmt: str) -> str:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return "-" if v is None else str(v)
+    if not math.isfinite(v):
+        return str(v)  # nan, inf: a callback must never raise (it would fail the sweep)
     return f"{int(v):d}" if fmt == "d" else format(v, fmt)
 
 
@@ -183,8 +193,9 @@ def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, e
     cols = TABLE_COLS_2D if two_d else TABLE_COLS
     states = [_STATE.get(status, status.lower()) for _, status, _ in rows]
     for i, (_, _, r) in enumerate(rows):
-        if states[i] == "done" and int(r.get("step", steps)) < steps:
-            states[i] = "stopped"  # by the collapse stopper, before train.steps
+        step = r.get("step", steps)
+        if states[i] == "done" and isinstance(step, (int, float)) and math.isfinite(step) and step < steps:
+            states[i] = "stopped"  # before train.steps: by the collapse stopper (or ASHA)
     counts = ", ".join(f"{states.count(k)} {k}" for k in ("running", "pending", "done", "stopped", "FAILED")
                        if states.count(k))
     width = max([len("trial")] + [len(n) for n, _, _ in rows])
@@ -222,9 +233,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     t0 = time.time()
     cfg = storage.resolve_config(cfg)  # before Tune: each trial runs in a working directory of its own
     points = grid(cfg)
-    names = [trial_name(p) for p in points]
-    if len(set(names)) != len(names):
-        raise ConfigError("sweep: two grid points give the same trial name; remove duplicate values")
+    names = trial_names(points)
     exp_uri = run_paths(cfg, "x").experiment
     fs, exp_path = storage.filesystem(exp_uri)
     tune_path = exp_path + "/tune"
@@ -315,10 +324,10 @@ def trial_summaries(exp_uri: str, names: list[str], steps: int) -> list[str]:
             continue
         step, first = v.get("step"), v.get("first_seen_step")
         when = f"step {step}" + (f" (since {first})" if first not in (None, step) else "")
-        early = ", stopped early" if v.get("stopped_early") or (isinstance(step, int) and step < steps
-                                                                and v.get("verdict") != "diverged") else ""
-        reason = (v.get("reasons") or [""])[0]
-        out.append(f"  {name:<{width}}  {v.get('verdict', '?'):<16} {when}{early}: {reason}".rstrip(": "))
+        early = ", stopped early" if v.get("stopped_early") else ""  # the collapse stopper's own mark
+        reasons = v.get("reasons") or []
+        line = f"  {name:<{width}}  {v.get('verdict', '?'):<16} {when}{early}"
+        out.append(f"{line}: {reasons[0]}" if reasons else line)
     return out
 
 
@@ -349,6 +358,7 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
     try:
         cfg = config_from_args(args, defaults=defaults)
         points = grid(cfg)
+        trial_names(points)
         from ganray.storage import check_storage
 
         check_storage(cfg.storage.uri)
@@ -365,6 +375,7 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
         try:
             run_sweep(cfg, write_report=not args.no_report)
         except bad_input_errors() as e:
+            log.error("%s", e)
             con.error(f"error: {e}")
             return EXIT_BAD_INPUT
         except Exception as e:  # noqa: BLE001
@@ -387,10 +398,9 @@ def describe_grid(cfg: Config) -> str:
 
 
 def _shutdown_ray() -> None:
-    import ray  # noqa: PLC0415
+    from ganray.distributed import shutdown_ray  # noqa: PLC0415
 
-    if ray.is_initialized():
-        ray.shutdown()
+    shutdown_ray()
 
 
 if __name__ == "__main__":

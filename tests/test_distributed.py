@@ -79,3 +79,103 @@ def test_killed_worker_resumes_from_latest_checkpoint(ray_local, tmp_path):
     assert killed_after - resumed_from <= every, (steps, killed_after)
     assert resumed_from >= every  # from a checkpoint, not from scratch
     assert steps[-1] == 60
+
+
+def test_killed_worker_resumes_every_rank_and_the_stopper_as_a_straight_run(ray_local, tmp_path):
+    """Two DDP workers, a collapse stopper that counts but never stops (patience 1000) and cadences
+    that do not line up (logs every 8, evaluations every 11, checkpoints every 10: the checkpoint at 20
+    falls inside the log window 17..24, and the evaluation at 22, reported by every rank, averages
+    steps from both sides of it). One worker killed after the checkpoint at step 20: from the resume
+    on, every rank reports what the straight run reported (their statistics windows came back), and
+    the last checkpoint holds the same stopper count and the trial the same verdict.json."""
+    import torch
+
+    from ganray.distributed import make_trainer
+    from ganray.sweep import make_should_stop
+
+    base = [*TINY, "scaling.num_workers=2", "train.steps=40", "train.log_every=8", "train.eval_every=11",
+            "train.sample_every=35", "train.checkpoint_every=10", "scaling.max_failures=2",
+            "eval.metrics=[class_coverage,fixed_z_flip_rate]", "eval.n=100", "eval.n_fixed_z=16",
+            "sweep.patience=1000", "sweep.grace_steps=0"]
+
+    def run(name: str, kill: bool):
+        cfg = load(None, [*base, f"storage.uri={tmp_path / name}"])
+        record = tmp_path / f"{name}.jsonl"
+        trial = tmp_path / name / "ddp" / "trials" / "t"
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", make_trainer(
+            cfg, "t", callbacks=[rank_recorder(str(record))], make_should_stop=make_should_stop).fit()))
+        t.start()
+        if kill:  # after the evaluation at 22 is reported: the resumed run reports it again
+            deadline = time.time() + 240
+            while not any(rows[0]["step"] >= 22 for rows in read_records(record)) and time.time() < deadline:
+                time.sleep(0.05)
+            assert (trial / "checkpoint_000020").exists(), "no checkpoint appeared"
+            kill_one_train_worker()
+        t.join(timeout=400)
+        assert out["r"].error is None
+        return read_records(record), trial
+
+    straight, trial_a = run("straight", kill=False)
+    resumed, trial_b = run("resumed", kill=True)
+    drop = ("elapsed_sec",)
+
+    def same(rows):  # a report's rows, one per rank, in no particular order
+        return sorted(json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows)
+
+    by_step = {rows[0]["step"]: same(rows) for rows in straight}
+    steps_b = [rows[0]["step"] for rows in resumed]
+    restart = next(i for i in range(1, len(steps_b)) if steps_b[i] <= steps_b[i - 1])  # the restarted loop's first
+    assert steps_b[restart] in (22, 33) and steps_b[-1] == 40, steps_b  # from checkpoint 20 (30 on a slow machine)
+    for rows in resumed[restart:]:
+        assert same(rows) == by_step[rows[0]["step"]], rows[0]["step"]
+    last_a, last_b = (torch.load(t / "checkpoint_000040" / "checkpoint.pt", weights_only=True) for t in (trial_a, trial_b))
+    assert last_b["stopper"] == last_a["stopper"] and last_a["stopper"]["bad_in_a_row"] > 0, (last_a["stopper"],
+                                                                                                last_b["stopper"])
+    assert last_b["evaluator"]["first_seen"] == last_a["evaluator"]["first_seen"]
+    assert json.loads((trial_b / "verdict.json").read_text()) == json.loads((trial_a / "verdict.json").read_text())
+
+
+TOKEN_RUN = r"""
+import os, ray
+from ganray.distributed import init_ray, shutdown_ray
+line = init_ray()
+path = os.environ["RAY_AUTH_TOKEN_PATH"]
+print("LINE", line)
+print("MODE", os.environ.get("RAY_AUTH_MODE"), oct(os.stat(path).st_mode & 0o777))
+@ray.remote
+def worker_env():
+    return os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN_PATH")
+print("WORKER", *ray.get(worker_env.remote()))
+shutdown_ray()
+print("AFTER", os.path.exists(path), os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN_PATH"))
+"""
+
+
+def test_a_new_local_ray_authenticates_with_a_private_token_and_leaves_none_behind(tmp_path):
+    """A local ray.init() left alone writes ~/.ray/auth_token, after which `ray start --head` turns
+    token authentication on and a plain `ray job submit` is refused. ganray's local Ray uses a
+    token of its own (a 0600 file, removed at shutdown): authenticated, nothing left in ~/.ray."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RAY_ADDRESS="local", OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", TOKEN_RUN], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line[:4] in ("LINE", "MODE", "WORK", "AFTE"))
+    assert out["MODE"] == "token 0o600"
+    assert out["WORKER"].startswith("token /") and "ganray-ray-token-" in out["WORKER"]  # Ray's processes use it
+    assert out["AFTER"] == "False None None"  # file removed, variables gone with it
+    assert "this run's token is in" in out["LINE"]
+    assert not (home / ".ray").exists()
+    # and a user's own token is left to Ray: nothing private is made
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("0" * 64)
+    r = subprocess.run([sys.executable, "-c", "import os\nfrom ganray.distributed import _private_token_for_a_new_local_ray"
+                        " as p\nprint(p(), os.environ.get('RAY_AUTH_TOKEN_PATH'))"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.stdout.split() == ["None", "None"], r.stderr[-2000:]

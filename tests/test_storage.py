@@ -262,11 +262,13 @@ def test_local_writes_are_readable_by_the_group_and_others_as_open_would_make_th
 
     from ganray import checkpoint
 
-    old = os.umask(0o022)
-    try:
-        storage.put_bytes(str(tmp_path / "report.html"), b"<html>")
-        checkpoint.save({"config": {}, "step": 1, "G": {}, "D": {}}, tmp_path / "c" / "checkpoint.pt")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "c" / "checkpoint.pt").stat().st_mode & 0o777 == 0o644
+    mask = os.umask(0o022)
+    os.umask(mask)
+    storage.put_bytes(str(tmp_path / "report.html"), b"<html>")
+    checkpoint.save({"config": {}, "step": 1, "G": {}, "D": {}}, tmp_path / "c" / "checkpoint.pt")
+    with open(tmp_path / "plain.txt", "w"):  # what open() makes under the same umask
+        pass
+    expected = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert expected == 0o666 & ~mask and expected != 0o600
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "c" / "checkpoint.pt").stat().st_mode & 0o777 == expected
