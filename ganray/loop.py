@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 BAD_VERDICTS = ("collapsed", "diverged", "garbage")
 
 
+def history_keep(cfg: Config) -> int:
+    """Logged entries the loop keeps for training_signals (and saves in checkpoints)."""
+    return max(2 * cfg.eval.flat_window, 50)
+
+
 class ReportFn(Protocol):
     def __call__(self, step: int, metrics: dict[str, float], *, samples: torch.Tensor | None = None,
                  verdict: dict | None = None) -> None: ...
@@ -311,6 +316,9 @@ def train(
             break
         if log_now:
             history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            # training_signals reads the last flat_window entries (a non-finite entry ends the run
+            # above, before it is added), so memory and checkpoints stay bounded in long runs
+            del history[:-history_keep(cfg)]
 
         samples = None
         if sample_now and rank == 0:

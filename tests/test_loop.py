@@ -245,3 +245,15 @@ def test_stats_window_counts_what_it_sums():
     assert again.means() == {"a": 3.0, "b": 4.0}
     w.reset()
     assert w.means() == {}
+
+
+def test_history_kept_for_training_signals_is_bounded():
+    """A long run keeps (and checkpoints) only the logged entries training_signals can read."""
+    from ganray.loop import history_keep
+
+    cfg = load(None, [*TINY, "data.dataset=ring8", "train.steps=300", "train.log_every=2", "train.eval_every=300",
+                      "train.checkpoint_every=300", "train.sample_every=300", "train.batch_size=16"])
+    _, ckpts, _ = _run(cfg)
+    kept = ckpts[300]["history"]
+    assert len(kept) == history_keep(cfg) == 50 < 300 // 2
+    assert [e["step"] for e in kept] == [float(s) for s in range(202, 301, 2)]  # the newest, in order
