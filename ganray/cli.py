@@ -98,11 +98,11 @@ def cmd_train(args) -> int:
     from ganray.storage import check_storage
 
     check_storage(cfg.storage.uri)
-    from ganray.storage import join
+    from ganray.storage import experiment_uri
 
     print(f"ganray train {cfg.experiment.name}: {cfg.train.steps} steps, {cfg.data.dataset}, family "
           f"{cfg.train.family}, {'in this process' if args.local else 'on Ray Train'}\n"
-          f"  results   {join(cfg.storage.uri, cfg.experiment.name)}", flush=True)
+          f"  results   {experiment_uri(cfg)}", flush=True)
     if args.local:
         from ganray.local import run_local, trial_uris
 

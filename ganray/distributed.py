@@ -39,7 +39,7 @@ class RunPaths:
 
 
 def run_paths(cfg: Config, trial: str) -> RunPaths:
-    exp = storage.join(storage.resolve_uri(cfg.storage.uri), cfg.experiment.name)
+    exp = storage.experiment_uri(cfg)
     return RunPaths(exp, storage.join(exp, "trials", trial), storage.join(exp, "tensorboard", trial))
 
 

@@ -20,12 +20,8 @@ log = logging.getLogger(__name__)
 _STEP = re.compile(r"checkpoint_(\d+)/checkpoint\.pt$")
 
 
-def experiment_uri(cfg: Config) -> str:
-    return storage.join(storage.resolve_uri(cfg.storage.uri), cfg.experiment.name)
-
-
 def trial_uris(cfg: Config, trial: str) -> tuple[str, str]:
-    exp = experiment_uri(cfg)
+    exp = storage.experiment_uri(cfg)
     return storage.join(exp, "trials", trial), storage.join(exp, "tensorboard", trial)
 
 
@@ -40,7 +36,7 @@ def latest_checkpoint(trial_uri: str) -> str | None:
 def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> TrainResult:
     cfg = storage.resolve_config(cfg)
     trial_uri, tb_uri = trial_uris(cfg, trial)
-    storage.put_bytes(storage.join(experiment_uri(cfg), "config.yaml"), cfg.to_yaml().encode())
+    storage.put_bytes(storage.join(storage.experiment_uri(cfg), "config.yaml"), cfg.to_yaml().encode())
     resume = None
     last = latest_checkpoint(trial_uri)
     if last is not None:

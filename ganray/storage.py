@@ -103,6 +103,11 @@ def resolve_config(cfg):
     return cfg if uri == cfg.storage.uri else cfg.replace(**{"storage.uri": uri})
 
 
+def experiment_uri(cfg) -> str:
+    """<storage>/<experiment> of a config, its storage resolved (resolve_uri)."""
+    return join(resolve_uri(cfg.storage.uri), cfg.experiment.name)
+
+
 def join(uri: str, *parts: str) -> str:
     out = uri.rstrip("/")
     for part in parts:

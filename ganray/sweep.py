@@ -17,7 +17,6 @@ import itertools
 import json
 import math
 import logging
-import os
 import sys
 import time
 from typing import Any
@@ -120,14 +119,13 @@ def sweep_trial(params: dict, base: Config) -> None:
         raise result.error
 
 
-def _progress_callback(cfg: Config):
+def _progress_callback(cfg: Config, names: list[str]):
     """The live trial table (ganray.console): a Tune callback, created here so that Ray is
     imported only when a sweep runs."""
     from ray.tune import Callback  # Ray:
 
     two_d = image_or_2d(cfg.data.dataset) == "2d"
     steps = cfg.train.steps
-    names = [trial_name(p) for p in grid(cfg)]  # every trial has a row from the start, pending or not
 
     class ProgressTable(Callback):
         """One row per trial: its state, last reported step, evidence and verdict. It holds no
@@ -267,12 +265,12 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
             tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, scheduler=scheduler,
                                         trial_name_creator=_trial_label, trial_dirname_creator=_trial_label),
             run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=fs,
-                                      callbacks=[_progress_callback(cfg)], verbose=0),
+                                      callbacks=[_progress_callback(cfg, names)], verbose=0),
         )
     results = tuner.fit()
     errors = [r.error for r in results if r.error is not None]
     log.info("sweep finished: %d trials, %d failed; experiment at %s", len(results), len(errors), exp_uri)
-    lines = trial_summaries(exp_uri, names, cfg.train.steps)
+    lines = trial_summaries(exp_uri, names)
     stopped = sum(" stopped early" in line for line in lines)
     summary = [f"sweep finished in {console.elapsed_since(t0)}: {len(results)} trials, "
                f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
@@ -311,7 +309,7 @@ def _check_same_sweep(cfg: Config, exp_uri: str) -> None:
                           "Give another name (--set experiment.name=NAME), another --storage, or delete the folder")
 
 
-def trial_summaries(exp_uri: str, names: list[str], steps: int) -> list[str]:
+def trial_summaries(exp_uri: str, names: list[str]) -> list[str]:
     """One line per trial from its verdict.json (the run's last word): verdict, step, first reason."""
     width = max(len(n) for n in names)
     out = []
@@ -362,7 +360,7 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
         from ganray.storage import check_storage
 
         check_storage(cfg.storage.uri)
-        exp_uri = storage.join(cfg.storage.uri, cfg.experiment.name)
+        exp_uri = storage.experiment_uri(cfg)
         if storage.exists(storage.join(exp_uri, "tune", "tune", "tuner.pkl")):  # a sweep to resume: the same one?
             _check_same_sweep(cfg, exp_uri)
     except bad_input_errors() as e:

@@ -112,7 +112,7 @@ def test_trial_summaries_come_from_the_verdict_files(tmp_path):
                                "reasons": ["10 of 10 classes hold 100% of 2,000 samples"]}}.items():
         (exp / "trials" / name).mkdir(parents=True)
         (exp / "trials" / name / "verdict.json").write_text(json.dumps(v))
-    assert trial_summaries(str(exp), ["z1-s0", "z10-s0", "z50-s0"], 600) == [
+    assert trial_summaries(str(exp), ["z1-s0", "z10-s0", "z50-s0"]) == [
         "  z1-s0   collapsed        step 300 (since 200), stopped early: 100% of 1,000 samples are near-copies "
         "of another sample",
         "  z10-s0  healthy          step 600: 10 of 10 classes hold 100% of 2,000 samples",
