@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: install test run bench clean
+.PHONY: install lint test run bench clean
 
 $(BIN)/ganray: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(BIN)/ganray: pyproject.toml
 	touch $(BIN)/ganray
 
 install: $(BIN)/ganray
+
+lint: install
+	$(BIN)/ruff check ganray tests bench jobs
+	$(BIN)/lint-imports
 
 test: install
 	$(BIN)/python -m pytest -q -ra tests

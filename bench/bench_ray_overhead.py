@@ -1,8 +1,8 @@
 """Steps per second of the Ray Train loop (1 worker) vs the plain in-process loop.
 
-Same model, batch, data, thread count and artifacts (TensorBoard events, metrics.jsonl,
+Same model, batch, data, thread count and artifacts (TensorBoard events, the metrics stream,
 samples, checkpoints through TrialArtifacts); throughput is taken from each run's own
-metrics.jsonl (steps between the first and last report ÷ the time between them), so start-up
+the metrics stream (steps between the first and last report ÷ the time between them), so start-up
 (Ray workers, dataset load) is excluded from both and the per-report `ray.train.report`
 barrier is included in the Ray number. Each measurement runs in a fresh process, plain and Ray
 alternating, and the ratio is the median over the pairs. Goal: ratio >= 0.97.
@@ -28,13 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from ganray import storage  # noqa: E402
+from ganray.artifacts import layout, reader  # noqa: E402
 from ganray.config import load  # noqa: E402
-from ganray.local import run_local, trial_uris  # noqa: E402
+from ganray.local import run_local  # noqa: E402
 
 
 def _rate(trial_dir: str) -> float:
-    """Steps per second between the first and the last report in the trial's metrics.jsonl."""
-    rows = [json.loads(line) for line in Path(trial_dir, "metrics.jsonl").read_text().splitlines()]
+    """Steps per second between the first and the last report in the trial's metrics stream."""
+    rows = reader.read_rows(trial_dir)
     first, last = rows[0], rows[-1]
     return (last["step"] - first["step"]) / (last["elapsed_sec"] - first["elapsed_sec"])
 
@@ -43,13 +45,13 @@ def plain(cfg, name: str) -> float:
     """The in-process loop as `ganray train --local` runs it (same artifacts as a Ray run)."""
     cfg = cfg.replace(**{"experiment.name": name})
     run_local(cfg, progress=False)
-    return _rate(trial_uris(cfg, "train")[0])
+    return _rate(layout.trial_paths(storage.experiment_uri(cfg), "train").trial)
 
 
 def on_ray(cfg, name: str) -> float:
     import ray
 
-    from ganray.distributed import make_trainer, run_paths
+    from ganray.distributed import make_trainer
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)  # a local Ray, as `ganray train` starts
@@ -57,7 +59,7 @@ def on_ray(cfg, name: str) -> float:
     result = make_trainer(cfg, "train").fit()
     if result.error:
         raise result.error
-    return _rate(run_paths(cfg, "train").trial)
+    return _rate(layout.trial_paths(storage.experiment_uri(cfg), "train").trial)
 
 
 MARK = "BENCH-RESULT "  # tags the child's result line among whatever else it prints

@@ -10,7 +10,7 @@ from an earlier `--json` file of the same config instead of running it again.
 
 Runs `jobs/sweep_zdim.py` twice as a user would (a subprocess with its own local Ray,
 `--no-report`), with `sweep.stopper=true` and with `sweep.stopper=false`, the config otherwise
-the same, and reads every trial's metrics.jsonl and verdict.json from the storage:
+the same, and reads every trial's metrics stream and verdict.json from the storage:
 
   trial-steps  Σ over trials of the generator steps the trial ran (its last logged step)
   wall         the sweep subprocess' wall time (Ray start-up included, the same in both)
@@ -36,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ganray.sweep import BAD_VERDICTS  # noqa: E402
+from ganray.artifacts import reader  # noqa: E402
+from ganray.artifacts.layout import BAD_VERDICTS  # noqa: E402
 
 LOCAL_PRESET = "configs/zdim_mnist_local.yaml"
 
@@ -82,7 +83,7 @@ def _last_with(rows: list[dict], key: str) -> float | None:
 
 
 def read_trial(trial_dir: Path) -> TrialOutcome:
-    rows = [json.loads(line) for line in (trial_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = reader.read_rows(str(trial_dir))
     verdict = json.loads((trial_dir / "verdict.json").read_text())
     return TrialOutcome(
         trial=trial_dir.name, steps=int(rows[-1]["step"]) if rows else 0, verdict=verdict["verdict"],

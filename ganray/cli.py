@@ -2,88 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from typing import Callable
 
-from ganray.config import ConfigError, load
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-
-
-def bad_input_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user's input is wrong (exit 2), not that the run failed."""
-    from ganray.checkpoint import CheckpointError
-    from ganray.data import DataError
-    from ganray.storage import StorageError
-
-    return (ConfigError, DataError, CheckpointError, StorageError, FileNotFoundError)
+from ganray import storage, sweep, tensorboard
+from ganray.args import RUN_FAILURES, add_config_args, config_from_args, load_config
+from ganray.artifacts import layout
+from ganray.config import ConfigError
+from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 
 
 def guarded(fn: Callable[[], int]) -> int:
     """Run `fn`, turning bad input into a message and exit 2."""
     try:
         return fn()
-    except bad_input_errors() as e:
+    except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-def add_config_args(p: argparse.ArgumentParser, config_required: bool = False) -> None:
-    if config_required:
-        p.add_argument("config", help="experiment YAML (configs/*.yaml)")
-    else:
-        p.add_argument("--config", default=None, help="experiment YAML; default: the embedded local defaults")
-    p.add_argument("--storage", default=None, help="local path, s3://bucket/prefix or gs://bucket/prefix")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config key, e.g. --set train.lr_g=2e-4 (repeatable)")
-    p.add_argument("--smoke", action="store_true",
-                   help="tiny steps, widths and evaluation sizes (a run takes seconds), as experiment <name>-smoke")
-    # SUPPRESS: `ganray -v train ...` (the top-level flag) is not reset by the subcommand's default
-    p.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
-                   help="sweeps: the full stream (ganray's, Ray's and the workers' logs) on the console instead of "
-                        "a log file; ganray train: debug logging")
-
-
-SMOKE = {
-    "train.steps": 6,
-    "train.log_every": 3,
-    "train.eval_every": 3,
-    "train.sample_every": 3,
-    "train.checkpoint_every": 3,
-    "train.batch_size": 16,
-    "model.width": 0.125,
-    "eval.n": 200,
-    "eval.n_fixed_z": 16,
-    "data.n_train": 2000,
-}
-
-
-def config_from_args(args: argparse.Namespace, defaults: dict | None = None):
-    """Config from --config (or the embedded defaults plus a job's `defaults` when there is
-    none), then --smoke, --storage and --set; later ones win."""
-    overrides: dict = dict(defaults or {}) if getattr(args, "config", None) is None else {}
-    if getattr(args, "smoke", False):
-        overrides.update(SMOKE)
-    if getattr(args, "storage", None):
-        overrides["storage.uri"] = args.storage
-    from ganray.config import parse_overrides
-
-    overrides.update(parse_overrides(getattr(args, "overrides", [])))
-    from ganray.storage import resolve_config
-
-    cfg = load(getattr(args, "config", None), overrides)
-    if getattr(args, "smoke", False):  # a smoke run never resumes, or is taken for, the real experiment
-        cfg = cfg.replace(**{"experiment.name": f"{cfg.experiment.name}-smoke"})
-    # once, here: trials and workers get the absolute URI (Tune gives each trial its own cwd)
-    return resolve_config(cfg)
 
 
 def cmd_validate(args) -> int:
     status = EXIT_OK
     for path in args.configs:
         try:
-            load(path)
+            load_config(path)
             print(f"{path}: OK")
         except ConfigError as e:
             status = EXIT_BAD_INPUT
@@ -95,23 +39,20 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = config_from_args(args)
-    from ganray.storage import check_storage
-
-    check_storage(cfg.storage.uri)
-    from ganray.storage import experiment_uri
-
+    try:  # the preflight: a storage that cannot be reached before the run is bad input
+        storage.check_storage(cfg.storage.uri)
+    except storage.StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"ganray train {cfg.experiment.name}: {cfg.train.steps} steps, {cfg.data.dataset}, family "
           f"{cfg.train.family}, {'in this process' if args.local else 'on Ray Train'}\n"
-          f"  results   {experiment_uri(cfg)}", flush=True)
-    if args.local:
-        from ganray.local import run_local, trial_uris
-
-        result = run_local(cfg, progress=not args.quiet)
-        trial_uri, _ = trial_uris(cfg, "train")
-    else:
-        from ganray.distributed import run_train
-
-        result, trial_uri = run_train(cfg)
+          f"  results   {storage.experiment_uri(cfg)}", flush=True)
+    try:
+        result, trial_uri = _run(cfg, args)
+    except RUN_FAILURES as e:  # during the run: a failure (exit 1), not bad input
+        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        print(f"error: run failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     v = result.verdict or {}
     print(f"done: {result.step} steps; verdict {v.get('verdict', 'n/a')}; trial at {trial_uri}")
     for r in v.get("reasons", []):
@@ -123,22 +64,37 @@ def cmd_train(args) -> int:
     return EXIT_OK
 
 
-def _delegate(module: str) -> Callable[[list[str]], int]:
-    def run(argv: list[str]) -> int:
-        import importlib
+def _run(cfg, args):
+    """(result, trial URI) of one run. The runners are imported here, not at the top: they load
+    torch (and Ray), which `ganray validate` must not pay for."""
+    if args.local:
+        from ganray.local import run_local  # noqa: PLC0415 (torch: see above)
 
+        result = run_local(cfg, progress=not args.quiet)
+        return result, layout.trial_paths(storage.experiment_uri(cfg), "train").trial
+    from ganray.distributed import run_train  # noqa: PLC0415 (torch and Ray: see above)
+
+    return run_train(cfg)
+
+
+def _lazy(module: str) -> Callable[[list[str]], int]:
+    """The `main` of `module`, imported when the subcommand runs."""
+    def run(argv: list[str]) -> int:
         return importlib.import_module(module).main(argv)
 
     return run
 
 
-# Subcommands implemented in their own modules, which parse their own arguments.
-DELEGATED = {
-    "eval": ("ganray.evaluate", "score samples or a checkpoint: metrics and a collapse verdict"),
-    "classifier": ("ganray.metrics.classifier", "train or inspect reference classifiers"),
-    "tensorboard": ("ganray.tensorboard", "TensorBoard on <storage>/<experiment>, local, S3 or GCS"),
-    "sweep": ("ganray.sweep", "run a Ray Tune sweep (as jobs/sweep_zdim.py)"),
-    "report": ("ganray.report", "write the sweep report for <storage>/<experiment>"),
+# Subcommands implemented in their own modules, which parse their own arguments: name -> (main,
+# help). eval, classifier and report load torch (and matplotlib) when imported, over a second
+# that `ganray validate` (0.1 s) and `ganray --help` must not pay: they are named here and
+# imported when chosen. sweep and tensorboard import nothing heavy and are imported normally.
+DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "eval": (_lazy("ganray.evaluate"), "score samples or a checkpoint: metrics and a collapse verdict"),
+    "classifier": (_lazy("ganray.metrics.classifier.cli"), "train or inspect reference classifiers"),
+    "tensorboard": (tensorboard.main, "TensorBoard on <storage>/<experiment>, local, S3 or GCS"),
+    "sweep": (sweep.main, "run a Ray Tune sweep (as jobs/sweep_zdim.py)"),
+    "report": (_lazy("ganray.report_cli"), "write the sweep report for <storage>/<experiment>"),
 }
 
 
@@ -154,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--local", action="store_true", help="run in-process without Ray")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
-    for name, (_module, helptext) in DELEGATED.items():
+    for name, (_main, helptext) in DELEGATED.items():
         sub.add_parser(name, help=helptext, add_help=False)
     return p
 
@@ -163,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        return guarded(lambda: _delegate(DELEGATED[argv[0]][0])(argv[1:]))
+        return guarded(lambda: DELEGATED[argv[0]][0](argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,

@@ -29,16 +29,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ganray.artifacts.layout import VERDICTS  # noqa: F401 (re-exported: the record's verdict names)
 from ganray.config import Config, ConfigError, EvalConfig
 from ganray.data import Dataset
 from ganray.metrics import IMAGE, POINTS, STACKED, data_kind, get_metric
+from ganray.metrics.classifier import classifier_key
+from ganray.metrics.classifier.store import reference_classifier
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
 from ganray.metrics.mixture_coverage import HQ_SIGMAS
 from ganray.metrics.prdc import expected_coverage
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
 # P(‖ε‖ ≤ 3σ) for a 2D isotropic Gaussian: 1 − exp(−9/2)
 HQ_PROBABILITY = 1.0 - math.exp(-(HQ_SIGMAS**2) / 2)
 
@@ -52,6 +54,7 @@ class EvalResult:
     verdict: str  # healthy | partial_collapse | collapsed | garbage | diverged
     reasons: list[str]  # quote the numbers
     first_seen_step: int | None  # step at which the current non-healthy verdict was first seen
+    counts: dict[str, Any] | None = None  # the class (or mode) histogram behind the numbers, for the record
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,8 +192,6 @@ class Evaluator:
     """Caches the reference statistics of `real` once; each call scores one batch of samples."""
 
     def __init__(self, cfg: Config, real: Dataset, device: torch.device | str = "cpu"):
-        from ganray.metrics.classifier import reference_classifier  # noqa: PLC0415
-
         self.cfg, self.th = cfg, cfg.eval
         self.kind = data_kind(cfg.data.dataset)
         if (self.kind == POINTS) != (not real.is_image):
@@ -206,6 +207,7 @@ class Evaluator:
             log.info("metrics not applicable to %s, skipped: %s", cfg.data.dataset, ", ".join(skipped))
         needs_classifier = self.kind != POINTS and any(m.needs_features for m in self.metrics)
         classifier = reference_classifier(cfg.data, cfg.storage.uri) if needs_classifier else None
+        self.labeller = labeller(cfg.data.dataset, classifier[1] if classifier is not None else None)
         if classifier is not None:
             want = 10 if self.kind == STACKED else real.num_classes
             if classifier[0].arch.num_classes != want:
@@ -260,13 +262,28 @@ class Evaluator:
         for metric in self.metrics:
             metrics.update(metric.fn(inp))
         verdict, reasons = judge(metrics, self.setting(x.shape[0]), self.th)
+        counts = inp.shared.get("counts")
+        if counts is not None:
+            counts = {"labeller": self.labeller, **counts, "step": int(step)}
         log.debug("evaluation at step %d took %.2f s", step, time.time() - t0)
-        return EvalResult(metrics, verdict, reasons, self._track(verdict, step))
+        return EvalResult(metrics, verdict, reasons, self._track(verdict, step), counts)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs to continue the flip rate and first-seen step."""
-        return {"state": dict(self.state), "last_verdict": self._last_verdict, "first_seen": self._first_seen}
+        """What a resumed run needs to continue the flip rate and first-seen step; plain lists and
+        numbers (it is written into verdict.json as well as into checkpoints)."""
+        state = {k: v.tolist() if torch.is_tensor(v) else v for k, v in self.state.items()}
+        return {"state": state, "last_verdict": self._last_verdict, "first_seen": self._first_seen}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
-        self.state = dict(d.get("state", {}))
+        # tensors (the fixed-z labels of the flip rate) were saved as lists
+        self.state = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in d.get("state", {}).items()}
         self._last_verdict, self._first_seen = d.get("last_verdict"), d.get("first_seen")
+
+
+def labeller(dataset: str, info: dict[str, Any] | None) -> str:
+    """What assigns the classes of the histogram, for the record: "the mnist classifier (held-out accuracy 98.2%)"."""
+    if data_kind(dataset) == POINTS:
+        return f"the nearest mode within {HQ_SIGMAS:g}σ"
+    acc = (info or {}).get("held_out_accuracy")
+    return f"the {classifier_key(dataset)} classifier" + (
+        f" (held-out accuracy {acc:.1%})" if isinstance(acc, (int, float)) else "")

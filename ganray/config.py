@@ -1,11 +1,14 @@
 """Typed, frozen experiment configuration loaded from YAML.
 
 One YAML file per experiment; its keys equal the dataclass field names below. Every
-problem (unknown key, wrong type, value out of range, malformed storage URI) raises
-`ConfigError` naming the dotted path and what is allowed, before anything runs.
+problem (unknown key, wrong type, value out of range) raises `ConfigError` naming the dotted
+path and what is allowed, before anything runs. What this floor cannot see — storage URIs
+(the storage layer's grammar) and metric names (the metrics registry) — is checked by
+`ganray.args.load_config`, which every entry point loads configs with. This module imports
+only ganray.exits.
 
-The dataclass defaults ARE the embedded local defaults: `python jobs/sweep_zdim.py`
-with no arguments runs on them (mnist5k, a CPU-sized DCGAN, ./ganray_results).
+The dataclass defaults ARE the embedded local defaults: configs/zdim_mnist_local.yaml (which
+`python jobs/sweep_zdim.py` runs) equals them (mnist5k, a CPU-sized DCGAN, ./ganray_results).
 """
 from __future__ import annotations
 
@@ -21,9 +24,12 @@ from typing import Any
 
 import yaml
 
+from ganray.exits import BadInput
+
 # Names other layers register; kept here so a config can be checked before anything
 # heavy is imported. Tests assert these agree with the registries.
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25")
+TWO_D_DATASETS = ("ring8", "grid25")  # the 2-D mixtures (points, not images): the one list of them
 FAMILIES = ("gan", "wgan-gp", "began", "vae")
 ARCHS = ("auto", "dcgan", "mlp")
 # Each family's published optimiser settings, applied to every train key the config leaves unset
@@ -46,7 +52,12 @@ FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
 MAX_INT = 2**31 - 1  # no integer setting is meaningful beyond this (train.steps has its own cap)
 
 
-class ConfigError(ValueError):
+def is_2d(dataset: str) -> bool:
+    """True for the 2-D mixtures (TWO_D_DATASETS), False for image datasets."""
+    return dataset in TWO_D_DATASETS
+
+
+class ConfigError(BadInput, ValueError):
     """A config problem, with the dotted path of every offending key."""
 
     def __init__(self, errors: list[str] | str):
@@ -259,21 +270,6 @@ class Config:
 
 # ---- loading and validation --------------------------------------------------------
 
-_URI_RE = re.compile(r"^(s3|gs)://([a-z0-9][a-z0-9._-]{1,61}[a-z0-9])(/.*)?$")
-
-
-def check_storage_uri(uri: str, path: str = "storage.uri") -> list[str]:
-    """Errors for a storage URI: a local path, s3://bucket/prefix or gs://bucket/prefix."""
-    if not isinstance(uri, str) or not uri.strip():
-        return [f"{path}: must be a local path, s3://bucket/prefix or gs://bucket/prefix (got {uri!r})"]
-    if "://" in uri or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", uri):
-        if not _URI_RE.match(uri):
-            return [
-                f"{path}: malformed storage URI {uri!r}; allowed: a local path, "
-                "s3://bucket/prefix or gs://bucket/prefix (bucket: 3-63 of a-z 0-9 . _ -)"
-            ]
-    return []
-
 
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
@@ -359,7 +355,7 @@ def _check_range(value: Any, meta: dict, path: str) -> list[str]:
     return errs
 
 
-def _did_you_mean(key: str, options) -> str:
+def did_you_mean(key: str, options) -> str:
     close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -376,7 +372,7 @@ def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
     for key, value in raw.items():
         path = f"{prefix}.{key}"
         if key not in fields:
-            errors.append(f"{path}: unknown key{_did_you_mean(str(key), fields)}; allowed: {', '.join(fields)}")
+            errors.append(f"{path}: unknown key{did_you_mean(str(key), fields)}; allowed: {', '.join(fields)}")
             continue
         try:
             v = _convert(value, hints[key], path)
@@ -392,19 +388,16 @@ def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
 
 
 def _cross_checks(cfg: Config) -> list[str]:
-    errs = check_storage_uri(cfg.storage.uri) if cfg.storage.uri else []  # '' = the default location
-    if cfg.data.source:
-        errs += check_storage_uri(cfg.data.source, "data.source")
+    errs: list[str] = []
     if not cfg.experiment.name or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", cfg.experiment.name):
         errs.append(f"experiment.name: must be letters, digits, '.', '_' or '-' (got {cfg.experiment.name!r})")
-    two_d = cfg.data.dataset in ("ring8", "grid25")
+    two_d = is_2d(cfg.data.dataset)
     if two_d and cfg.model.arch == "dcgan":
         errs.append(f"model.arch: dcgan needs image data; data.dataset {cfg.data.dataset!r} is 2D (use mlp or auto)")
     if not two_d and cfg.model.arch == "mlp":
         errs.append(f"model.arch: mlp is for 2D data; data.dataset {cfg.data.dataset!r} is images (use dcgan or auto)")
     if two_d and cfg.train.family in ("began", "vae"):
         errs.append(f"train.family: {cfg.train.family} needs image data (data.dataset is {cfg.data.dataset!r})")
-    fams = cfg.sweep.family or (cfg.train.family,)
     for i, fam in enumerate(cfg.sweep.family):
         if fam not in FAMILIES:
             errs.append(f"sweep.family[{i}]: unknown value {fam!r}; allowed: {', '.join(FAMILIES)}")
@@ -418,34 +411,6 @@ def _cross_checks(cfg: Config) -> list[str]:
                 errs.append(f"sweep.{name}[{i}]: must be > 0 (got {v})")
     if not cfg.sweep.seeds:
         errs.append("sweep.seeds: empty grid; give at least one seed")
-    del fams
-    errs += _check_metric_names(cfg)
-    return errs
-
-
-def _check_metric_names(cfg: Config) -> list[str]:
-    try:
-        from ganray.metrics import metric_names, signal_names  # noqa: PLC0415 (late: metrics import torch)
-    except ImportError:  # metrics package not importable: nothing to check against
-        return []
-    errs = []
-    known = metric_names()
-    for i, m in enumerate(cfg.eval.metrics):
-        if m not in known:
-            errs.append(f"eval.metrics[{i}]: unknown metric {m!r}{_did_you_mean(m, known)}; allowed: {', '.join(known)}")
-    if not errs and cfg.eval.metrics:
-        from ganray.metrics import applicable_metrics  # noqa: PLC0415
-
-        if not applicable_metrics(cfg.data.dataset, cfg.eval.metrics):
-            errs.append(f"eval.metrics: none of {', '.join(cfg.eval.metrics)} applies to data.dataset "
-                        f"{cfg.data.dataset!r} (2D mixtures: mixture_coverage; images: class_coverage, fcd, ...)")
-    if cfg.sweep.asha:
-        reportable = signal_names(cfg.eval.metrics)
-        if cfg.sweep.asha_metric not in reportable:
-            errs.append(
-                f"sweep.asha_metric: unknown metric {cfg.sweep.asha_metric!r}"
-                f"{_did_you_mean(cfg.sweep.asha_metric, reportable)}; allowed: {', '.join(sorted(reportable))}"
-            )
     return errs
 
 
@@ -459,7 +424,7 @@ def from_dict(raw: Any) -> Config:
     built = {}
     for key, value in raw.items():
         if key not in sections:
-            errors.append(f"{key}: unknown section{_did_you_mean(str(key), sections)}; allowed: {', '.join(sections)}")
+            errors.append(f"{key}: unknown section{did_you_mean(str(key), sections)}; allowed: {', '.join(sections)}")
             continue
         built[key] = _build_section(sections[key].default_factory, value, key, errors)
     cfg = Config(**built)
@@ -518,7 +483,3 @@ def load(path: str | Path | None = None, overrides: list[str] | dict | None = No
         for key, value in ov.items():
             _set_dotted(raw, key, value)
     return from_dict(raw)
-
-
-def image_or_2d(dataset: str) -> str:
-    return "2d" if dataset in ("ring8", "grid25") else "image"

@@ -17,39 +17,21 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from ganray import checkpoint, storage
+from ganray import storage
+from ganray.artifacts import layout, reader
+from ganray.artifacts.recorder import TrialRecorder, scalar_metrics
 from ganray.config import Config
-from ganray.loop import TrainResult, train
+from ganray.train import TrainResult, checkpoint, train
 
 log = logging.getLogger(__name__)
 
-REPORT_KEYS_SKIP = ("seed",)
-
-
-@dataclass
-class RunPaths:
-    experiment: str   # <storage>/<experiment>
-    trial: str        # <storage>/<experiment>/trials/<trial>  (Ray's checkpoints land here too)
-    tensorboard: str  # <storage>/<experiment>/tensorboard/<trial>
-
-
-def run_paths(cfg: Config, trial: str) -> RunPaths:
-    exp = storage.experiment_uri(cfg)
-    return RunPaths(exp, storage.join(exp, "trials", trial), storage.join(exp, "tensorboard", trial))
-
-
-def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k not in REPORT_KEYS_SKIP}
-
-
 def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
     """Whether `step` goes to `ray.train.report`: evaluations, checkpoints, the last step and a
-    divergence. Log-only steps reach TensorBoard and metrics.jsonl through rank 0's artifacts
+    divergence. Log-only steps reach TensorBoard and the metrics rows through rank 0's recorder
     alone, because each Ray Train V2 report waits for the controller to take the previous
     one (a queue of one, drained every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default):
     reporting every `log_every` steps held a fast loop to `log_every` steps per 2 s (7% of its
@@ -61,14 +43,12 @@ def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
 
 
 def train_worker(loop_config: dict) -> None:
-    """The per-worker function: rebuild the config, wrap the loop, bridge reports to Ray."""
+    """The per-worker function: the loop, rank 0's recorder, and the Ray bridge (marked `Ray:`)."""
     import ray.train  # Ray: per-worker context, checkpoints and reports
     import ray.train.torch
 
-    from ganray.artifacts import TrialArtifacts
-
     cfg: Config = loop_config["config"]  # the frozen config itself, resolved where the run started
-    paths = RunPaths(**loop_config["paths"])
+    paths: layout.TrialPaths = loop_config["paths"]
     make_should_stop: Callable | None = loop_config.get("make_should_stop")
     ctx = ray.train.get_context()  # Ray:
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -84,56 +64,36 @@ def train_worker(loop_config: dict) -> None:
     ray_ckpt = ray.train.get_checkpoint()  # Ray: set after a worker failure or on a re-run
     if ray_ckpt is not None:
         with ray_ckpt.as_directory() as d:
-            resume = checkpoint.load(os.path.join(d, checkpoint.FILENAME))
+            resume = checkpoint.load(os.path.join(d, layout.CHECKPOINT_FILE))
         log.info("rank %d: resuming from step %d", rank, resume["step"])
-
-    # resume_step is the first step the resumed run writes (TrialArtifacts drops earlier output at or
-    # after it); the checkpoint's own step was logged before the checkpoint, so keep it: step + 1.
-    art = (TrialArtifacts(paths.trial, paths.tensorboard, resume_step=resume["step"] + 1 if resume else None)
-           if rank == 0 else None)
-    if art is not None:
-        art.write_text("config.yaml", cfg.to_yaml())
-    pending: dict[str, Any] = {}
     stopper = make_should_stop(cfg) if (make_should_stop is not None and rank == 0) else None
-    if stopper is not None and resume is not None and hasattr(stopper, "load_state_dict"):
+    if stopper is not None and resume is not None:
         stopper.load_state_dict(resume.get("stopper") or {})
-
-    def save_checkpoint(step: int, state: dict, metrics: dict) -> None:
-        if rank == 0:
-            if hasattr(stopper, "state_dict"):
-                state["stopper"] = stopper.state_dict()  # asked for this step already (loop order)
-            pending["state"] = state  # written in report(), together with the metrics
+    # resume_step is the first step the resumed run writes; the checkpoint's own step was logged before it
+    rec = (TrialRecorder(paths, config_yaml=cfg.to_yaml(), resume_step=resume["step"] + 1 if resume else None,
+                         stopper=stopper) if rank == 0 else None)
 
     def report(step: int, metrics: dict, *, samples=None, verdict=None) -> None:
-        scalars = _scalar_metrics(metrics)
-        if art is not None:
-            art.scalars(step, scalars)
-            if samples is not None:
-                art.samples(step, samples)
-            if verdict is not None:
-                art.verdict(verdict)
-                scalars["verdict"] = verdict["verdict"]  # type: ignore[assignment]
+        state = rec.report(step, metrics, samples=samples, verdict=verdict) if rec is not None else None
+        scalars: dict[str, Any] = scalar_metrics(metrics)
         if verdict is not None:
-            scalars["verdict"] = verdict["verdict"]  # type: ignore[assignment]
-            scalars["reasons"] = "; ".join(verdict.get("reasons", []))  # type: ignore[assignment]
-        state = pending.pop("state", None)
+            scalars.update(verdict=verdict["verdict"], reasons="; ".join(verdict.get("reasons", [])))
         if state is None:
             if _ray_report_step(cfg, step, verdict):
                 ray.train.report(scalars)  # Ray: a barrier; every rank calls it at the same steps
             return
-        art.flush()  # artifacts first: a checkpoint is never newer than its metrics
         with tempfile.TemporaryDirectory() as d:
-            checkpoint.save(state, os.path.join(d, checkpoint.FILENAME))
+            with open(os.path.join(d, layout.CHECKPOINT_FILE), "wb") as f:
+                f.write(checkpoint.to_bytes(state))
             # Ray: registers <storage>/<experiment>/trials/<trial>/checkpoint_<step> once upload() returns
             ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(d),
-                             checkpoint_dir_name=f"checkpoint_{step:06d}", checkpoint_upload_fn=upload)
+                             checkpoint_dir_name=layout.checkpoint_dir(step), checkpoint_upload_fn=upload)
 
     def upload(local: "ray.train.Checkpoint", dir_name: str) -> "ray.train.Checkpoint":
         """Ray's upload hook: one object put with ganray's retries (a storage outage of up to
         GANRAY_STORAGE_RETRY_SEC is ridden out; a checkpoint is whole or absent, never half)."""
-        dest = storage.join(paths.trial, dir_name)
-        storage.upload_file(os.path.join(local.path, checkpoint.FILENAME), storage.join(dest, checkpoint.FILENAME))
-        fs, fs_path = storage.filesystem(dest)
+        step = int(dir_name.rsplit("_", 1)[-1])
+        fs, fs_path = storage.filesystem(rec.upload_checkpoint(os.path.join(local.path, layout.CHECKPOINT_FILE), step))
         return ray.train.Checkpoint(path=fs_path, filesystem=fs)
 
     def should_stop(step: int, metrics: dict) -> bool:
@@ -142,14 +102,16 @@ def train_worker(loop_config: dict) -> None:
             torch.distributed.broadcast_object_list(decision, src=0)  # every rank stops together
         return decision[0]
 
+    def save_checkpoint(step: int, state: dict, metrics: dict) -> None:
+        if rec is not None:
+            rec.stage_checkpoint(step, state, metrics)
+
     try:
-        result = train(cfg, report=report, save_checkpoint=save_checkpoint, should_stop=should_stop,
-                       resume_from=resume, rank=rank, world_size=world_size, wrap=wrap, device=device)
-        if rank == 0 and result.stopped_early and result.verdict:
-            art.verdict({**result.verdict, "stopped_early": True})
+        train(cfg, report=report, save_checkpoint=save_checkpoint, should_stop=should_stop,
+              resume_from=resume, rank=rank, world_size=world_size, wrap=wrap, device=device)
     finally:
-        if art is not None:
-            art.close()
+        if rec is not None:
+            rec.close()
 
 
 def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
@@ -159,7 +121,7 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
     from ray.train.torch import TorchTrainer
 
     cfg = storage.resolve_config(cfg)
-    paths = run_paths(cfg, trial)
+    paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     fs, exp_path = storage.filesystem(paths.experiment)
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
@@ -167,7 +129,7 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
         resources["GPU"] = sc.gpus_per_worker
     return TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg, "paths": paths.__dict__, "make_should_stop": make_should_stop},
+        train_loop_config={"config": cfg, "paths": paths, "make_should_stop": make_should_stop},
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial,
@@ -292,29 +254,19 @@ def _describe_ray(ctx) -> str:
 
 
 def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
-    """Fit one TorchTrainer; returns a TrainResult summary and the trial URI."""
+    """Fit one TorchTrainer; returns a TrainResult summary (from the trial's record) and the trial URI."""
     cfg = storage.resolve_config(cfg)  # workers must not resolve a relative path in their own cwd
     init_ray()
-    paths = run_paths(cfg, trial)
-    storage.put_bytes(storage.join(paths.experiment, "config.yaml"), cfg.to_yaml().encode())
+    paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
+    storage.put_bytes(storage.join(paths.experiment, layout.CONFIG), cfg.to_yaml().encode())
     result = make_trainer(cfg, trial).fit()
     if result.error is not None:
         raise result.error
-    # Ray's Result carries the metrics of the latest checkpoint; the run's last word is what
-    # rank 0 wrote to the trial folder.
-    last = _last_metrics(paths.trial) or dict(result.metrics or {})
-    verdict = None
-    vpath = storage.join(paths.trial, "verdict.json")
-    if storage.exists(vpath):
-        verdict = json.loads(storage.read_bytes(vpath))
+    # Ray's Result carries the metrics of the latest checkpoint; the run's last word is the record's.
+    record = reader.read_trial(paths, paths.name)
+    last = record.rows[-1] if record.rows else {}
+    verdict = record.verdict
     out = TrainResult(step=int(last.get("step", 0)), diverged=(verdict or {}).get("verdict") == "diverged",
-                      verdict=verdict, last_metrics=_scalar_metrics(last))
+                      stopped_early=bool((verdict or {}).get("stopped_early")), verdict=verdict,
+                      last_metrics=scalar_metrics(last))
     return out, paths.trial
-
-
-def _last_metrics(trial_uri: str) -> dict:
-    path = storage.join(trial_uri, "metrics.jsonl")
-    if not storage.exists(path):
-        return {}
-    lines = storage.read_bytes(path).decode().strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}

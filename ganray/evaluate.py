@@ -5,8 +5,9 @@
 
 Also `python -m ganray.evaluate ...`. `--json` prints one object:
 {"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}.
-Exit codes: 0 done (whatever the verdict), 2 bad input (missing or malformed file, wrong shape
-or value range, unknown dataset, unreadable checkpoint), 1 failure while evaluating.
+Exit codes (ganray.exits): 0 done (whatever the verdict), 2 bad input (missing or malformed file,
+wrong shape or value range, unknown dataset, unreadable checkpoint), 1 failure while evaluating
+(e.g. the storage holding the checkpoint cannot be reached).
 """
 from __future__ import annotations
 
@@ -21,23 +22,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganray.config import DATASETS, Config, ConfigError, EvalConfig, from_dict, parse_overrides
+from ganray import exits
+from ganray.args import check_config
+from ganray.config import DATASETS, Config, EvalConfig, is_2d, parse_overrides
+from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from ganray.storage import StorageError, resolve_config
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 RANGE_TOLERANCE = 1e-3  # images may overshoot [-1, 1] by float rounding, no more
 MIN_SAMPLES = 10
 # Default sample counts: the stacked-MNIST paper protocol, PacGAN's 2D protocol, else 10,000.
-DEFAULT_N = {"stacked-mnist": 26_000, "ring8": 2_500, "grid25": 2_500}
+N_STACKED, N_2D, N_IMAGES = 26_000, 2_500, 10_000
 
 
-class BadInput(ValueError):
+class BadInput(exits.BadInput, ValueError):
     """Anything wrong with what the user gave: exit code 2."""
 
 
 def default_n(dataset: str) -> int:
-    return DEFAULT_N.get(dataset, 10_000)
+    if is_2d(dataset):
+        return N_2D
+    return N_STACKED if dataset == "stacked-mnist" else N_IMAGES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,13 +101,11 @@ def check_samples(arr: np.ndarray, dataset: str, shape: tuple[int, ...], path: s
 
 
 def _with_overrides(cfg: Config, overrides: list[str], storage: str | None) -> Config:
-    from ganray.storage import resolve_config  # noqa: PLC0415
-
     ov = parse_overrides(overrides)
     if storage:
         ov["storage.uri"] = storage
     # the default storage (./ganray_results) is where reference classifiers trained by runs are kept
-    return resolve_config(cfg.replace(**ov) if ov else cfg)
+    return resolve_config(check_config(cfg.replace(**ov) if ov else cfg))
 
 
 def _real(cfg: Config):
@@ -129,16 +133,16 @@ def eval_samples(args: argparse.Namespace) -> dict[str, Any]:
     if args.n is not None:
         raise BadInput("--n applies to checkpoints; a samples file is scored whole")
     arr = load_samples(args.source)
-    cfg = _with_overrides(from_dict({"data": {"dataset": args.dataset}}), args.overrides, args.storage)
+    cfg = _with_overrides(Config().replace(**{"data.dataset": args.dataset}), args.overrides, args.storage)
     real = _real(cfg)
     x = check_samples(arr, args.dataset, real.shape, args.source)
     return evaluate_array(x, cfg, real)
 
 
 def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
-    from ganray import checkpoint  # noqa: PLC0415
-    from ganray.loop import generate  # noqa: PLC0415
-    from ganray.models import build_generator  # noqa: PLC0415
+    from ganray import regenerate  # noqa: PLC0415
+    from ganray.train import checkpoint  # noqa: PLC0415
+    from ganray.train.sampling import generate  # noqa: PLC0415
 
     state = checkpoint.load(args.source)
     cfg = checkpoint.config_of(state)
@@ -151,13 +155,8 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     if n < MIN_SAMPLES:
         raise BadInput(f"--n: need at least {MIN_SAMPLES} samples (got {n})")
     real = _real(cfg)
-    G = build_generator(cfg.model, real.shape)
-    use_ema = state.get("G_ema") is not None
-    try:
-        G.load_state_dict(state["G_ema"] if use_ema else state["G"])
-    except (RuntimeError, KeyError) as e:
-        raise BadInput(f"{args.source}: generator weights do not fit the checkpoint's config ({e})") from None
-    log.info("generating %d samples with %s from step %s", n, "G_ema" if use_ema else "G", state.get("step"))
+    G, which = regenerate.generator(state, real.shape, where=args.source)  # G_ema when the checkpoint has one
+    log.info("generating %d samples with %s from step %s", n, which, state.get("step"))
     x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=args.seed)
     return evaluate_array(x, cfg, real)
 
@@ -174,16 +173,15 @@ def format_text(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from ganray.checkpoint import CheckpointError  # noqa: PLC0415
-    from ganray.data import DataError  # noqa: PLC0415
-    from ganray.storage import StorageError  # noqa: PLC0415
-
     try:
         is_npy = args.source.endswith(".npy")
         payload = eval_samples(args) if is_npy else eval_checkpoint(args)
-    except (BadInput, ConfigError, DataError, CheckpointError, StorageError) as e:
+    except exits.BadInput as e:  # config, data, checkpoint or samples the user gave
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except StorageError as e:  # the storage failed while reading: not the user's input
+        print(f"error: evaluation failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
     if args.json:
         print(json.dumps(payload))
     else:

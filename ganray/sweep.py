@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import math
 import logging
+import math
 import sys
 import time
 from typing import Any
@@ -24,19 +23,15 @@ from typing import Any
 import yaml
 
 from ganray import console, storage
+from ganray.args import RUN_FAILURES, SWEEP_AXES, add_config_args, job_config
+from ganray.artifacts import layout, reader
+from ganray.artifacts.layout import BAD_VERDICTS
+from ganray.config import Config, ConfigError, is_2d
+from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.storage import StorageError
-from ganray.config import Config, ConfigError, image_or_2d
 
 log = logging.getLogger(__name__)
 
-BAD_VERDICTS = ("collapsed", "diverged", "garbage")
-AXES = (  # sweep field -> config key it sets
-    ("z_dim", "model.z_dim"),
-    ("lr_g", "train.lr_g"),
-    ("lr_d", "train.lr_d"),
-    ("family", "train.family"),
-    ("seeds", "experiment.seed"),
-)
 SHORT = {"model.z_dim": "z", "train.lr_g": "lrg", "train.lr_d": "lrd", "train.family": "", "experiment.seed": "s"}
 
 
@@ -64,11 +59,9 @@ class CollapseStopper:
         self.bad_in_a_row = int(d.get("bad_in_a_row", 0))
 
 
-def make_should_stop(cfg: Config):
-    """The trial's stopper (module-level so Ray can pickle it)."""
-    if cfg.sweep.stopper:
-        return CollapseStopper(cfg.sweep.patience, cfg.sweep.grace_steps)
-    return lambda step, metrics: False
+def make_should_stop(cfg: Config) -> "CollapseStopper | None":
+    """The trial's stopper, or None when sweep.stopper is off (module-level so Ray can pickle it)."""
+    return CollapseStopper(cfg.sweep.patience, cfg.sweep.grace_steps) if cfg.sweep.stopper else None
 
 
 def grid(cfg: Config) -> list[dict[str, Any]]:
@@ -77,7 +70,7 @@ def grid(cfg: Config) -> list[dict[str, Any]]:
         raise ConfigError("sweep: empty grid; give values for at least one of sweep.z_dim, sweep.lr_g, "
                           "sweep.lr_d, sweep.family (or two or more sweep.seeds)")
     axes = []
-    for field, key in AXES:
+    for field, key in SWEEP_AXES:
         values = getattr(cfg.sweep, field)
         if values:
             axes.append([(key, v) for v in values])
@@ -85,6 +78,13 @@ def grid(cfg: Config) -> list[dict[str, Any]]:
     for p in points:  # fail now, not in a worker: every point must make a valid config
         cfg.replace(**p)
     return points
+
+
+def trial_configs(cfg: Config, points: list[dict[str, Any]]) -> list[Config]:
+    """Each point's config, built (and so validated) here in the driver; Tune hands the objects
+    themselves (they pickle) to the trials. Keys left to the family stay unset in `replace`, so a
+    sweep.family point gets that family's settings."""
+    return [cfg.replace(**p) for p in points]
 
 
 def trial_names(points: list[dict[str, Any]]) -> list[str]:
@@ -96,23 +96,21 @@ def trial_names(points: list[dict[str, Any]]) -> list[str]:
 
 def trial_name(overrides: dict[str, Any]) -> str:
     parts = []
-    for _field, key in AXES:
+    for _field, key in SWEEP_AXES:
         if key in overrides:
             v = overrides[key]
             parts.append(f"{SHORT[key]}{v:g}" if isinstance(v, float) else f"{SHORT[key]}{v}")
     return "-".join(parts) or "default"
 
 
-def sweep_trial(params: dict, base: Config) -> None:
-    """The Tune function trainable: one trial = one TorchTrainer fit."""
+def sweep_trial(params: dict) -> None:
+    """The Tune function trainable: one trial = one TorchTrainer fit of the point's config."""
     from ray.tune.integration.ray_train import TuneReportCallback  # Ray: Train reports -> Tune
 
     from ganray.distributed import make_trainer
 
     point = params["point"]
-    # the config object itself (it pickles), not its dict: keys left to the family stay unset,
-    # so a sweep.family point gets that family's settings
-    cfg = base.replace(**point["overrides"])
+    cfg: Config = point["config"]  # built and validated in the driver (trial_configs)
     trainer = make_trainer(cfg, point["trial"], callbacks=[TuneReportCallback()], make_should_stop=make_should_stop)
     result = trainer.fit()
     if result.error is not None:
@@ -124,7 +122,7 @@ def _progress_callback(cfg: Config, names: list[str]):
     imported only when a sweep runs."""
     from ray.tune import Callback  # Ray:
 
-    two_d = image_or_2d(cfg.data.dataset) == "2d"
+    two_d = is_2d(cfg.data.dataset)
     steps = cfg.train.steps
 
     class ProgressTable(Callback):
@@ -226,13 +224,13 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     go to the run's console (ganray.console) when there is one, else to stdout."""
     from ray import tune  # Ray:
 
-    from ganray.distributed import init_ray, run_paths
+    from ganray.distributed import init_ray
 
     t0 = time.time()
     cfg = storage.resolve_config(cfg)  # before Tune: each trial runs in a working directory of its own
     points = grid(cfg)
     names = trial_names(points)
-    exp_uri = run_paths(cfg, "x").experiment
+    exp_uri = storage.experiment_uri(cfg)
     fs, exp_path = storage.filesystem(exp_uri)
     tune_path = exp_path + "/tune"
     restoring = tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs)
@@ -240,11 +238,10 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         _check_same_sweep(cfg, exp_uri)
     storage.put_bytes(storage.join(exp_uri, "config.yaml"), cfg.to_yaml().encode())
     console.say(f"  Ray       {init_ray()}")
-    trainable = tune.with_parameters(sweep_trial, base=cfg)
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
     # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
-    trainable = tune.with_resources(trainable, {"memory": 1 << 20})
+    trainable = tune.with_resources(sweep_trial, {"memory": 1 << 20})
     scheduler = None
     if cfg.sweep.asha:
         scheduler = tune.schedulers.ASHAScheduler(
@@ -261,7 +258,8 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         console.say(f"  running   {len(points)} trials, up to {max_conc} at a time")
         tuner = tune.Tuner(
             trainable,
-            param_space={"point": tune.grid_search([{"overrides": p, "trial": n} for p, n in zip(points, names)])},
+            param_space={"point": tune.grid_search([{"config": c, "trial": n}
+                                                    for c, n in zip(trial_configs(cfg, points), names)])},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, scheduler=scheduler,
                                         trial_name_creator=_trial_label, trial_dirname_creator=_trial_label),
             run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=fs,
@@ -275,9 +273,10 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     summary = [f"sweep finished in {console.elapsed_since(t0)}: {len(results)} trials, "
                f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
     if write_report:
+        from ganray import regenerate
         from ganray.report import write_report
 
-        where = write_report(exp_uri)
+        where = write_report(exp_uri, regenerate=regenerate)  # regenerate: the VAE-vs-GAN reconstructions
         summary.append(f"report: {where}")
     summary.append(f"  results   {exp_uri}")
     console.say_summary(summary)
@@ -296,8 +295,8 @@ def _check_same_sweep(cfg: Config, exp_uri: str) -> None:
     path = storage.join(exp_uri, "config.yaml")
     try:
         old = yaml.safe_load(storage.read_bytes(path)) or {}
-    except (OSError, ValueError, StorageError, yaml.YAMLError):
-        return  # no readable record of the old config: Tune's own state decides
+    except (OSError, ValueError, yaml.YAMLError):  # absent (StorageNotFoundError) or unreadable
+        return  # no record of the old config: Tune's own state decides (an outage, a StorageError, raises)
     new = cfg.to_dict()
     diffs = [f"{sec}.{key}: {old.get(sec, {}).get(key)!r} there, {value!r} now"
              for sec, values in new.items() for key, value in values.items()
@@ -314,17 +313,15 @@ def trial_summaries(exp_uri: str, names: list[str]) -> list[str]:
     width = max(len(n) for n in names)
     out = []
     for name in names:
-        path = storage.join(exp_uri, "trials", name, "verdict.json")
-        try:
-            v = json.loads(storage.read_bytes(path))
-        except (OSError, ValueError, StorageError):
+        v = reader.read_verdict(layout.trial_paths(exp_uri, name).trial)
+        if v is None:
             out.append(f"  {name:<{width}}  no verdict (the trial wrote none; see the log)")
             continue
         step, first = v.get("step"), v.get("first_seen_step")
         when = f"step {step}" + (f" (since {first})" if first not in (None, step) else "")
         early = ", stopped early" if v.get("stopped_early") else ""  # the collapse stopper's own mark
         reasons = v.get("reasons") or []
-        line = f"  {name:<{width}}  {v.get('verdict', '?'):<16} {when}{early}"
+        line = f"  {name:<{width}}  {v['verdict']:<16} {when}{early}"
         out.append(f"{line}: {reasons[0]}" if reasons else line)
     return out
 
@@ -345,51 +342,58 @@ def _concurrency(cfg: Config, n_trials: int) -> int:
     return max(1, min(by_cpu, n_trials))
 
 
-def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", defaults: dict | None = None) -> int:
-    from ganray.cli import EXIT_BAD_INPUT, EXIT_FAILED, add_config_args, bad_input_errors, config_from_args
-
+def parser(description: str = "Ray Tune sweep") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     add_config_args(p)
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", preset: str | None = None,
+         keep_grid: bool = False) -> int:
+    """A sweep from the command line: `preset` is the config used without --config (None: the
+    embedded defaults); with `keep_grid`, a --config that sweeps none of the preset's axes gets
+    the preset's grid (ganray.args.job_config)."""
+    args = parser(description).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args, defaults=defaults)
+    try:  # before the run: every error here is the user's input, the storage preflight included
+        cfg, note = job_config(args, preset, keep_grid)
         points = grid(cfg)
         trial_names(points)
-        from ganray.storage import check_storage
-
-        check_storage(cfg.storage.uri)
+        storage.check_storage(cfg.storage.uri)
         exp_uri = storage.experiment_uri(cfg)
         if storage.exists(storage.join(exp_uri, "tune", "tune", "tuner.pkl")):  # a sweep to resume: the same one?
             _check_same_sweep(cfg, exp_uri)
-    except bad_input_errors() as e:
+    except (BadInput, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from ray.tune.error import TuneError  # noqa: PLC0415 (Ray: imported once the sweep runs)
+
     with console.RunConsole("sweep", exp_uri, verbose=getattr(args, "verbose", False)) as con:
         con.header([f"ganray sweep {cfg.experiment.name}: {len(points)} trials ({describe_grid(cfg)}), "
                     f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}",
+                    *([f"  grid      {note}"] if note else []),
                     f"  results   {exp_uri}"])
         try:
             run_sweep(cfg, write_report=not args.no_report)
-        except bad_input_errors() as e:
+        except BadInput as e:
             log.error("%s", e)
             con.error(f"error: {e}")
             return EXIT_BAD_INPUT
-        except Exception as e:  # noqa: BLE001
+        except (*RUN_FAILURES, TuneError) as e:  # during the run: a failure (exit 1); a bug keeps its traceback
             log.exception("sweep failed")
-            con.error(f"error: sweep failed: {e}")
+            con.error(f"error: run failed: {e}")
             if con.log_path and not con.verbose:
                 con.error(f"  the full log: {con.log_path}")
             return EXIT_FAILED
         finally:
             _shutdown_ray()  # inside the console: Ray's shutdown lines go to the log too
-    return 0
+    return EXIT_OK
 
 
 def describe_grid(cfg: Config) -> str:
     parts = [f"{field} {', '.join(_fmt(v) for v in getattr(cfg.sweep, field))}"
-             for field, _ in AXES if field != "seeds" and getattr(cfg.sweep, field)]
+             for field, _ in SWEEP_AXES if field != "seeds" and getattr(cfg.sweep, field)]
     if len(cfg.sweep.seeds) > 1:
         parts.append(f"seeds {', '.join(map(str, cfg.sweep.seeds))}")
     return "; ".join(parts) or "one point"

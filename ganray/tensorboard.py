@@ -21,10 +21,9 @@ import subprocess
 import sys
 
 from ganray import storage
+from ganray.exits import EXIT_BAD_INPUT
 
 log = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def logdir(experiment_uri: str) -> str:

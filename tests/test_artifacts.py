@@ -1,5 +1,6 @@
-"""ganray.artifacts.TrialArtifacts: local layout, uploads to real S3 / GCS servers, event-file
-rotation (each byte uploaded about once), outages, resumed trials."""
+"""ganray.artifacts: the trial recorder's local layout, uploads to real S3 / GCS servers, segment
+rotation (each byte uploaded about once), outages, resumed trials, and the reader reading back
+what the recorder wrote."""
 from __future__ import annotations
 
 import io
@@ -15,7 +16,19 @@ from tensorboard.backend.event_processing.event_file_loader import RawEventFileL
 from tensorboard.compat.proto.event_pb2 import Event
 
 from ganray import storage
-from ganray.artifacts import FIXED_Z_TAG, TrialArtifacts, image_grid
+from ganray.artifacts import layout, reader
+from ganray.artifacts.events import FIXED_Z_TAG
+from ganray.artifacts.images import image_grid
+from ganray.artifacts.recorder import TrialRecorder
+
+
+def TrialArtifacts(trial: str, tb: str, **kw) -> TrialRecorder:  # noqa: N802 — the recorder of trial/tb
+    return TrialRecorder(layout.TrialPaths(trial.rsplit("/", 2)[0], trial, tb), **kw)
+
+
+def _steps(trial: str) -> list[int]:
+    """The steps of the trial's metrics stream, as the reader sees it."""
+    return [r["step"] for r in reader.read_rows(trial)]
 
 
 def _events(paths: list[str]) -> list:
@@ -41,10 +54,10 @@ def _bucket_events(server, bucket: str, prefix: str, tmp_path) -> tuple[list, di
     return _events(local), objs
 
 
-def _write_run(art: TrialArtifacts, steps: range, *, sample_every: int = 5, pause: float = 0.0) -> None:
+def _write_run(art: TrialRecorder, steps: range, *, sample_every: int = 5, pause: float = 0.0) -> None:
     g = torch.Generator().manual_seed(0)
     for step in steps:
-        art.scalars(step, {"loss_G": 0.5 * step, "loss_D": 1.0 / (step + 1)})
+        art.row(step, {"loss_G": 0.5 * step, "loss_D": 1.0 / (step + 1)})
         if step % sample_every == 0:
             art.samples(step, torch.rand(9, 1, 8, 8, generator=g) * 2 - 1)
         if pause:
@@ -86,12 +99,14 @@ def test_local_layout_and_contents(tmp_path):
     assert art.staging_dir is None  # written in place, nothing to upload
     _write_run(art, range(12))
     art.samples(12, torch.randn(300, 2))  # a 2D mixture: a scatter plot frame
-    art.scalars(13, {"loss_G": float("nan"), "k_t": float("inf")})
+    art.row(13, {"loss_G": float("nan"), "k_t": float("inf")})
     art.write_text("config.yaml", "model:\n  z_dim: 2\n")
     art.verdict({"verdict": "collapsed", "step": 12, "reasons": ["3 of 10 classes"], "kl": float("-inf")})
     art.close()
 
-    lines = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    # one segment, written in place: strict JSON with the non-finite values as strings
+    assert sorted(p.name for p in (trial / "metrics").iterdir()) == ["000000.jsonl"]
+    lines = [json.loads(line) for line in (trial / "metrics/000000.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(12)) + [13]
     assert lines[3]["loss_G"] == 1.5 and lines[-1]["loss_G"] == "nan" and lines[-1]["k_t"] == "inf"
     assert all(isinstance(r["time"], float) for r in lines)
@@ -120,7 +135,36 @@ def test_closed_artifacts_refuse_writes(tmp_path):
     art.close()
     art.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
-        art.scalars(0, {"x": 1.0})
+        art.row(0, {"x": 1.0})
+
+
+def test_record_round_trip_through_the_reader(tmp_path):
+    """What the recorder writes, through the loop's callbacks, the reader reads back: config, the
+    metrics stream, the verdict with its counts, samples, the GIF, and the checkpoint — which
+    report() hands out only once the metrics of its step are visible."""
+    paths = layout.trial_paths(str(tmp_path / "exp"), "z2-s0")
+    counts = {"of": "classes", "names": [str(k) for k in range(10)], "counts": [5, 0, 0, 1, 0, 0, 0, 0, 0, 94],
+              "n": 100, "labeller": "the mnist classifier (held-out accuracy 98.2%)", "step": 20}
+    with TrialRecorder(paths, config_yaml="model:\n  z_dim: 2\n") as rec:
+        assert rec.report(10, {"loss_D": 0.5, "seed": 0, "verdict": "not a number"}) is None
+        rec.stage_checkpoint(20, {"step": 20})
+        verdict = {"verdict": "collapsed", "step": 20, "first_seen_step": 20, "reasons": ["2 of 10 classes"],
+                   "stopped_early": True, "counts": counts, "evaluator": {"first_seen": 20}}
+        staged = rec.report(20, {"loss_D": float("nan"), "step": 20}, samples=torch.zeros(4, 1, 8, 8),
+                            verdict=verdict)
+        assert staged == {"step": 20}
+        assert [r["step"] for r in reader.read_rows(paths.trial)] == [10, 20]  # visible before the checkpoint
+        rec.put_checkpoint(20, b"weights")
+    t = reader.read_trial(paths, paths.name)
+    assert t.config.model.z_dim == 2 and t.notes == []
+    assert [(r["step"], r["loss_D"]) for r in t.rows][:1] == [(10, 0.5)] and np.isnan(t.rows[1]["loss_D"])
+    assert t.rows[0]["seed"] == 0.0 and "verdict" not in t.rows[0]
+    assert t.verdict["verdict"] == "collapsed" and t.verdict["stopped_early"] is True
+    assert t.counts == counts and t.verdict["evaluator"] == {"first_seen": 20} and t.verdict["stopper"] is None
+    assert [s for s, _ in t.samples] == [20] and t.gif_uri.endswith("fixed_z.gif")
+    assert t.checkpoints == [(20, str(tmp_path / "exp/trials/z2-s0/checkpoint_000020/checkpoint.pt"))]
+    assert storage.read_bytes(t.checkpoints[0][1]) == b"weights"
+    assert reader.latest_checkpoint(paths.trial) == t.checkpoints[0][1]
 
 
 # ---- buckets -------------------------------------------------------------------------
@@ -136,9 +180,9 @@ def test_bucket_layout_background_uploads_and_staging(request, kind, tmp_path):
     _write_run(art, range(6))
     # The background thread uploads without any flush().
     deadline = time.monotonic() + 20
-    while "exp/trials/t1/metrics.jsonl" not in server.objects(bucket) and time.monotonic() < deadline:
+    while "exp/trials/t1/metrics/000000.jsonl" not in server.objects(bucket) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert "exp/trials/t1/metrics.jsonl" in server.objects(bucket)
+    assert "exp/trials/t1/metrics/000000.jsonl" in server.objects(bucket)
     _write_run(art, range(6, 11))
     art.verdict({"verdict": "healthy"})
     staging = art.staging_dir
@@ -146,11 +190,10 @@ def test_bucket_layout_background_uploads_and_staging(request, kind, tmp_path):
     assert not os.path.exists(staging)
 
     objs = server.objects(bucket)
-    for name in ("metrics.jsonl", "verdict.json", "fixed_z.gif", "samples/step_000000.png",
+    for name in ("metrics/000000.jsonl", "verdict.json", "fixed_z.gif", "samples/step_000000.png",
                  "samples/step_000005.png", "samples/step_000010.png"):
         assert f"exp/trials/t1/{name}" in objs, name
-    lines = storage.read_bytes(f"{trial}/metrics.jsonl").decode().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == list(range(11))
+    assert _steps(trial) == list(range(11))
     assert Image.open(io.BytesIO(storage.read_bytes(f"{trial}/fixed_z.gif"))).n_frames == 3
 
     events, event_objs = _bucket_events(server, bucket, "exp/tensorboard/t1/", tmp_path)
@@ -158,6 +201,9 @@ def test_bucket_layout_background_uploads_and_staging(request, kind, tmp_path):
     stats = art.stats
     assert sum(event_objs.values()) == stats.event_bytes_written  # every byte arrived
     assert stats.event_upload_ratio == pytest.approx(1.0)           # rotating at every tick: each byte once
+    metrics_objs = {k: n for k, n in objs.items() if k.startswith("exp/trials/t1/metrics/")}
+    assert len(metrics_objs) == stats.metrics_files >= 2               # segments, each sent once
+    assert sum(metrics_objs.values()) == stats.metrics_bytes_written == stats.metrics_bytes_uploaded
 
 
 def test_rotation_bounds_resent_bytes(s3_bucket, s3_server, tmp_path):
@@ -185,8 +231,7 @@ def test_short_outage_is_ridden_out(s3_bucket, s3_server):
     back.join()
     art.flush()
     art.close()
-    lines = storage.read_bytes(f"{s3_bucket}/t/metrics.jsonl").decode().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == list(range(15))
+    assert _steps(f"{s3_bucket}/t") == list(range(15))
 
 
 def test_exhausted_retries_surface_at_flush(s3_bucket, s3_server, monkeypatch):
@@ -198,15 +243,14 @@ def test_exhausted_retries_surface_at_flush(s3_bucket, s3_server, monkeypatch):
     try:
         _write_run(art, range(3))
         deadline = time.monotonic() + 20
-        while art._error is None and time.monotonic() < deadline:  # a background cycle has given up
+        while art._up._error is None and time.monotonic() < deadline:  # a background cycle has given up
             time.sleep(0.1)
     finally:
         s3_server.start()
     with pytest.raises(storage.StorageError, match="artifact upload failed after retries:.*connection refused"):
         art.flush()
     art.flush()  # the failure was reported once; everything is in the bucket now
-    lines = storage.read_bytes(f"{s3_bucket}/t/metrics.jsonl").decode().splitlines()
-    assert len(lines) == 3
+    assert _steps(f"{s3_bucket}/t") == [0, 1, 2]
     art.close()
 
 
@@ -216,23 +260,27 @@ def test_close_raises_and_keeps_staging_when_uploads_fail(s3_bucket, s3_server, 
     _write_run(art, range(3))
     s3_server.stop()
     try:
-        with pytest.raises(storage.StorageError, match=r"unsent files kept in .*ganray-artifacts-"):
+        with pytest.raises(storage.StorageError, match=r"unsent files kept in .*ganray-record-"):
             art.close()
     finally:
         s3_server.start()
-    assert os.path.exists(os.path.join(art.staging_dir, "trial", "metrics.jsonl"))
+    assert os.path.exists(os.path.join(art.staging_dir, "trial", "metrics", "000000.jsonl"))
 
 
 def test_resumed_trial_continues_metrics_gif_and_events(gcs_bucket, tmp_path):
-    """A restarted worker resumes at step 6: metrics.jsonl keeps steps 0-5 from the first
-    run, and the GIF also holds the frames the first run left in the bucket."""
+    """A restarted worker resumes at step 6: the metrics stream keeps steps 0-5 from the first
+    run (its segment is rewritten without 6-8), and the GIF also holds the frames the first run
+    left in the bucket. A third writer that starts afresh (no checkpoint) drops every earlier row."""
     trial, tb = f"{gcs_bucket}/exp/trials/t1", f"{gcs_bucket}/exp/tensorboard/t1"
     with TrialArtifacts(trial, tb) as first:
         _write_run(first, range(9))          # frames at 0 and 5; steps 6-8 are lost with the "crash"
     with TrialArtifacts(trial, tb, resume_step=6) as second:
         _write_run(second, range(6, 12))     # frame at 10
-    lines = storage.read_bytes(f"{trial}/metrics.jsonl").decode().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == list(range(12))
+    assert _steps(trial) == list(range(12))
+    segments = [u.rsplit("/", 1)[-1] for u in storage.list_files(f"{trial}/metrics")]
+    assert segments == ["000000.jsonl", "000001.jsonl"]
+    first_rows = storage.read_bytes(f"{trial}/metrics/000000.jsonl").decode().splitlines()
+    assert [json.loads(line)["step"] for line in first_rows] == list(range(6))
     assert Image.open(io.BytesIO(storage.read_bytes(f"{trial}/fixed_z.gif"))).n_frames == 3
     # TensorBoard reads the files in name order: the resumed run's file must come second, and
     # its SessionLog.START at step 6 makes TensorBoard drop the first run's steps 6-8.
@@ -246,3 +294,6 @@ def test_resumed_trial_continues_metrics_gif_and_events(gcs_bucket, tmp_path):
     assert [s for s, _ in _scalar_series(events, "loss_G")] == list(range(9)) + list(range(6, 12))
     starts = [ev.step for ev in events if ev.HasField("session_log")]
     assert starts == [0, 6]
+    with TrialArtifacts(trial, tb) as third:
+        _write_run(third, range(3))
+    assert _steps(trial) == [0, 1, 2]

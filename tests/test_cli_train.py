@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from ganray.artifacts import reader
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = str(ROOT / "configs" / "zdim_mnist_local.yaml")
 
@@ -26,7 +28,7 @@ def test_local_ring8_run_writes_metrics(tmp_path):
     took = time.time() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     trial = tmp_path / "ring8" / "trials" / "train"
-    rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    rows = reader.read_rows(str(trial))
     assert rows[-1]["step"] == 1500 and all("time" in row for row in rows)
     assert "modes_covered" in rows[-1]  # the loop's evaluation ran
     assert json.loads((trial / "verdict.json").read_text())["verdict"] in (
@@ -87,7 +89,7 @@ def test_ray_run_on_bucket_leaves_every_artifact(tmp_path, request, scheme):
                for n in names), names
     assert any(n.startswith(f"{prefix}tensorboard/train/events.out.tfevents") for n in names), names
     assert any(n.startswith(f"{prefix}trials/train/samples/step_") and n.endswith(".png") for n in names)
-    for f in ("fixed_z.gif", "metrics.jsonl", "verdict.json"):
+    for f in ("fixed_z.gif", "metrics/000000.jsonl", "verdict.json"):
         assert f"{prefix}trials/train/{f}" in names, f
         assert objects[f"{prefix}trials/train/{f}"] > 0
 
@@ -95,7 +97,7 @@ def test_ray_run_on_bucket_leaves_every_artifact(tmp_path, request, scheme):
 @pytest.mark.slow
 def test_s3_outage_mid_run_is_ridden_out_without_gaps(tmp_path, s3_bucket, s3_server):
     """Stop the S3 server for a few seconds while a Ray run writes to it: uploads retry, every
-    checkpoint in the bucket is whole, metrics.jsonl has every logged step, the run ends healthy."""
+    checkpoint in the bucket is whole, the metrics stream has every logged step, the run ends healthy."""
     import threading
 
     bucket = s3_bucket.removeprefix("s3://")
@@ -124,12 +126,12 @@ def test_s3_outage_mid_run_is_ridden_out_without_gaps(tmp_path, s3_bucket, s3_se
     objects = s3_server.objects(bucket, prefix)
     ckpts = sorted(k for k in objects if k.endswith("/checkpoint.pt"))
     assert ckpts and ckpts[-1].endswith(f"checkpoint_{steps:06d}/checkpoint.pt")
-    from ganray import checkpoint, storage
+    from ganray.train import checkpoint
 
     for key in ckpts:  # every checkpoint in the bucket loads: none is half-written
         state = checkpoint.load(f"{s3_bucket}/{key}")
         assert state["step"] == int(key.split("checkpoint_")[1][:6])
-    rows = [json.loads(line) for line in storage.read_bytes(f"{s3_bucket}/{prefix}metrics.jsonl").splitlines()]
+    rows = reader.read_rows(f"{s3_bucket}/{prefix}")
     logged = sorted({row["step"] for row in rows})
     assert logged == list(range(5, steps + 1, 5)), logged  # no silent gap
 
@@ -148,21 +150,21 @@ RESUME_RUN = ["train", "--local", LOCAL, "--quiet", "--set", "model.width=0.125"
               "--set", "eval.near_real_garbage=0.5"]
 KILL_AFTER_CHECKPOINT = """
 import os, signal, sys
-from ganray import checkpoint
-_save = checkpoint.save
-def save(state, path):  # SIGKILL this process right after the checkpoint of step {step} is on disk
-    out = _save(state, path)
-    if state["step"] == {step}:
+from ganray.artifacts.recorder import TrialRecorder
+_put = TrialRecorder.put_checkpoint
+def put(self, step, data):  # SIGKILL this process right after the checkpoint of step {step} is on disk
+    out = _put(self, step, data)
+    if step == {step}:
         os.kill(os.getpid(), signal.SIGKILL)
     return out
-checkpoint.save = save
+TrialRecorder.put_checkpoint = put
 from ganray.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
 def _rows(trial: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    rows = reader.read_rows(str(trial))
     return [{k: v for k, v in r.items() if k not in ("time", "elapsed_sec")} for r in rows]
 
 

@@ -11,8 +11,8 @@ from ganray.collapse import VERDICTS, Evaluator, Setting, judge
 from ganray.config import ConfigError, DataConfig, EvalConfig, from_dict, load
 from ganray.data import load_dataset
 from ganray.data.mixtures import mixture_spec, sample_mixture
-from ganray.loop import train
 from ganray.metrics import calibrate
+from ganray.train import train
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,6 @@
-"""VAE vs GAN (issue 8): the report's comparison section on hand-built experiments with known
-numbers (real tiny VAE checkpoints, real mnist5k held-out digits, real PNGs), and the compare job
+"""VAE vs GAN (issue 8): the report's comparison section on hand-built trial records with known
+numbers (real tiny VAE checkpoints, real mnist5k held-out digits, real PNGs; reconstructions
+made by ganray.regenerate, handed to the report), and the compare job
 end to end (`python jobs/compare_vae_gan.py --smoke`) on a real local Ray writing to a real S3 server.
 """
 from __future__ import annotations
@@ -19,11 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ganray import checkpoint, report, storage
-from ganray.config import load
+from ganray import regenerate, report, storage
+from ganray.artifacts import layout
+from ganray.config import ConfigError, load
 from ganray.data import load_dataset
 from ganray.families import get_family
 from ganray.families.vae import reconstruct
+from ganray.report import compare, compare_figures, model
+from ganray.train import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 28, 28)
@@ -87,7 +91,7 @@ def build_experiment(root: Path, families: tuple[str, ...] = ("gan", "vae")) -> 
         t = exp / "trials" / name
         _write(t / "config.yaml", cfg.to_yaml())
         rows = [{"step": 20, "loss": 5.0}, {"step": 40, **final}]
-        _write(t / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        _write(t / layout.metrics_segment(0), "".join(json.dumps(r) + "\n" for r in rows))
         _write(t / "verdict.json", json.dumps({"verdict": "healthy", "step": 40, "reasons": []}))
         _write(t / "samples" / "step_000040.png", _png(60 if family == "vae" else 200))
         if family == "vae":
@@ -99,24 +103,24 @@ def build_experiment(root: Path, families: tuple[str, ...] = ("gan", "vae")) -> 
 
 
 def test_spread_is_the_mean_and_sample_sd_over_seeds():
-    s = report.Spread([1.0, 3.0])
+    s = compare.Spread([1.0, 3.0])
     assert (s.n, s.mean, s.sd) == (2, 2.0, pytest.approx(math.sqrt(2)))
-    assert report.Spread([0.5]).sd == 0.0
-    assert report._fmt_spread(report.Spread([0.60, 0.64])) == "0.62 ± 0.03 (2 seeds)"
-    assert report._fmt_spread(report.Spread([1400.0, 1440.0])) == "1420 ± 28.3 (2 seeds)"
-    assert report._fmt_spread(None) == "n/a"
+    assert compare.Spread([0.5]).sd == 0.0
+    assert compare.fmt_spread(compare.Spread([0.60, 0.64])) == "0.62 ± 0.03 (2 seeds)"
+    assert compare.fmt_spread(compare.Spread([1400.0, 1440.0])) == "1420 ± 28.3 (2 seeds)"
+    assert compare.fmt_spread(None) == "n/a"
 
 
-def _family(name: str, recall: list[float], precision: list[float], verdicts=None) -> report.FamilyNumbers:
-    return report.FamilyNumbers(name, [f"{name}-s{i}" for i in range(len(recall))],
-                                {"recall": report.Spread(recall), "precision": report.Spread(precision)},
+def _family(name: str, recall: list[float], precision: list[float], verdicts=None) -> compare.FamilyNumbers:
+    return compare.FamilyNumbers(name, [f"{name}-s{i}" for i in range(len(recall))],
+                                {"recall": compare.Spread(recall), "precision": compare.Spread(precision)},
                                 verdicts or ["healthy"] * len(recall))
 
 
 def test_trade_off_sentence_reads_the_textbook_case():
     vae = _family("vae", [0.60, 0.64], [0.33, 0.37])
     gan = _family("gan", [0.40, 0.42], [0.80, 0.76])
-    assert report.trade_off_sentence(vae, gan) == TEXTBOOK + "; the GAN is sharper but covers less."
+    assert compare.trade_off_sentence(vae, gan) == TEXTBOOK + "; the GAN is sharper but covers less."
 
 
 @pytest.mark.parametrize("vae_r,vae_p,gan_r,gan_p,expected", [
@@ -133,57 +137,57 @@ def test_trade_off_sentence_reads_the_textbook_case():
 ])
 def test_trade_off_sentence_says_what_the_numbers_say_when_it_is_not_the_textbook(vae_r, vae_p, gan_r, gan_p,
                                                                                   expected):
-    s = report.trade_off_sentence(_family("vae", vae_r, vae_p), _family("wgan-gp", gan_r, gan_p))
+    s = compare.trade_off_sentence(_family("vae", vae_r, vae_p), _family("wgan-gp", gan_r, gan_p))
     assert s.startswith(expected), s
 
 
 def test_trade_off_sentence_names_collapsed_gan_trials_and_near_zero_recall():
     vae = _family("vae", [0.60, 0.62], [0.50, 0.52])
     gan = _family("gan", [0.10, 0.12], [0.30, 0.32], verdicts=["collapsed", "healthy"])
-    s = report.trade_off_sentence(vae, gan)
+    s = compare.trade_off_sentence(vae, gan)
     assert "the VAE is ahead on both" in s and "(1 of 2 GAN trials collapsed)" in s
-    untrained = report.trade_off_sentence(_family("vae", [0.0, 0.01], [0.9, 0.8]), _family("gan", [0.0, 0.0], [0.7, 0.7]))
+    untrained = compare.trade_off_sentence(_family("vae", [0.0, 0.01], [0.9, 0.8]), _family("gan", [0.0, 0.0], [0.7, 0.7]))
     assert "recall is near 0 for both" in untrained and "train longer" in untrained
-    no_prdc = report.FamilyNumbers("gan", ["gan-s0"], {"fcd": report.Spread([3.0])})
-    assert "add prdc to eval.metrics" in report.trade_off_sentence(vae, no_prdc)
+    no_prdc = compare.FamilyNumbers("gan", ["gan-s0"], {"fcd": compare.Spread([3.0])})
+    assert "add prdc to eval.metrics" in compare.trade_off_sentence(vae, no_prdc)
 
 
 def test_precision_caveat_when_precision_far_exceeds_the_near_real_share():
     f = _family("vae", [0.06, 0.07], [0.98, 0.99])
-    assert report.precision_caveat(f) is None  # no near-real share logged: nothing to compare with
-    f.metrics["near_real_share"] = report.Spread([0.43, 0.43])
-    assert report.precision_caveat(f).startswith("VAE precision 0.98 but near-real share 0.43:")
-    f.metrics["near_real_share"] = report.Spread([0.80, 0.80])
-    assert report.precision_caveat(f) is None  # 0.18 apart: they agree well enough
+    assert compare.precision_caveat(f) is None  # no near-real share logged: nothing to compare with
+    f.metrics["near_real_share"] = compare.Spread([0.43, 0.43])
+    assert compare.precision_caveat(f).startswith("VAE precision 0.98 but near-real share 0.43:")
+    f.metrics["near_real_share"] = compare.Spread([0.80, 0.80])
+    assert compare.precision_caveat(f) is None  # 0.18 apart: they agree well enough
 
 
 def test_relation_treats_tiny_gaps_and_gaps_within_the_spread_as_level():
-    S = report.Spread
-    assert report.relation(S([0.5]), S([0.495])) == "≈"  # below LEVEL_GAP
-    assert report.relation(S([0.5, 0.7]), S([0.5, 0.6])) == "≈"  # gap 0.05 ≤ sd 0.14 + 0.07
-    assert report.relation(S([0.7, 0.72]), S([0.5, 0.52])) == ">"
-    assert report.relation(S([0.3]), S([0.5])) == "<"  # one seed each: no spread to hide behind
+    S = compare.Spread
+    assert compare.relation(S([0.5]), S([0.495])) == "≈"  # below LEVEL_GAP
+    assert compare.relation(S([0.5, 0.7]), S([0.5, 0.6])) == "≈"  # gap 0.05 ≤ sd 0.14 + 0.07
+    assert compare.relation(S([0.7, 0.72]), S([0.5, 0.52])) == ">"
+    assert compare.relation(S([0.3]), S([0.5])) == "<"  # one seed each: no spread to hide behind
 
 
 def test_family_numbers_and_classes_come_from_the_trials_final_metrics(tmp_path):
-    exp = report.load_experiment(str(build_experiment(tmp_path)))
-    assert report.compares_vae_with_gan(exp)
-    nums = report.family_numbers(exp)
+    exp = model.load_experiment(str(build_experiment(tmp_path)))
+    assert compare.compares_vae_with_gan(exp)
+    nums = compare.family_numbers(exp)
     assert list(nums) == ["vae", "gan"]  # the VAE first
     assert nums["vae"].trials == ["vae-s0", "vae-s1"] and nums["gan"].trials == ["gan-s0", "gan-s1"]
     assert nums["vae"].metrics["recall"].values == [0.60, 0.64]
     assert nums["gan"].metrics["classes_covered"].mean == 1.5
     assert nums["gan"].metrics["fcd"].sd == pytest.approx(math.sqrt(18))
-    assert report.classes_in(exp.config) == 2  # data.classes = (5, 7): a 2-class problem
-    assert report.coverage_sentence(nums, 2).startswith(
+    assert model.class_count(exp) == 2  # data.classes = (5, 7): a 2-class problem
+    assert compare.coverage_sentence(nums, 2).startswith(
         "Classes covered: VAE 2.00 of 2 (KL to uniform 0.02 nats), GAN 1.50 of 2 (KL to uniform 0.40 nats); "
         "FCD (lower is closer to the real data): VAE 42.0 vs GAN 33.0.")
 
 
 def test_gan_only_or_vae_only_experiments_have_no_comparison(tmp_path):
     for fams in (("gan",), ("vae",)):
-        exp = report.load_experiment(str(build_experiment(tmp_path / fams[0], families=fams)))
-        assert not report.compares_vae_with_gan(exp) and report.vae_vs_gan(exp) is None
+        exp = model.load_experiment(str(build_experiment(tmp_path / fams[0], families=fams)))
+        assert not compare.compares_vae_with_gan(exp) and compare_figures.vae_vs_gan(exp) is None
 
 
 # ---- reconstructions -----------------------------------------------------------------------
@@ -191,7 +195,7 @@ def test_gan_only_or_vae_only_experiments_have_no_comparison(tmp_path):
 
 def test_held_out_images_alternate_the_subset_classes_and_come_from_the_test_split(tmp_path):
     cfg = _cfg(tmp_path)
-    x = report.held_out_images(cfg, 8, seed=0)
+    x = regenerate.held_out_images(cfg, 8, seed=0)
     test, train = load_dataset(cfg.data, "test"), load_dataset(cfg.data, "train")
     assert x.shape == (8, *SHAPE)
 
@@ -205,9 +209,9 @@ def test_held_out_images_alternate_the_subset_classes_and_come_from_the_test_spl
 
 
 def test_reconstruct_trial_loads_encoder_and_decoder_from_the_checkpoint(tmp_path):
-    exp = report.load_experiment(str(build_experiment(tmp_path)))
+    exp = model.load_experiment(str(build_experiment(tmp_path)))
     t = next(t for t in exp.trials if t.name == "vae-s1")
-    r = report.reconstruct_trial(t, n_shown=6, n_mse=40)
+    r = regenerate.reconstruct(t.checkpoints[-1][1], t.name, n_shown=6, n_mse=40)
     assert (r.trial, r.step, r.n_mse) == ("vae-s1", 40, 40)
     assert r.originals.shape == r.reconstructions.shape == (6, *SHAPE)
 
@@ -218,7 +222,7 @@ def test_reconstruct_trial_loads_encoder_and_decoder_from_the_checkpoint(tmp_pat
     m = get_family("vae").build(cfg, SHAPE)
     m.G_module.load_state_dict(state["G"])
     m.D_module.load_state_dict(state["D"])
-    x = report.held_out_images(cfg, 40, seed=cfg.experiment.seed)
+    x = regenerate.held_out_images(cfg, 40, seed=cfg.experiment.seed)
     x_hat = reconstruct(m, x)
     assert torch.equal(r.originals, x[:6]) and torch.allclose(r.reconstructions, x_hat[:6])
     # MSE = mean over images of Σ_pixels (x − x̂)²
@@ -228,20 +232,31 @@ def test_reconstruct_trial_loads_encoder_and_decoder_from_the_checkpoint(tmp_pat
     assert not torch.allclose(reconstruct(untrained, x[:6]), r.reconstructions)  # the weights were really loaded
 
 
-def test_reconstruct_trial_refuses_a_gan_checkpoint(tmp_path):
+def test_reconstruct_refuses_a_gan_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, **{"train.family": "gan"})
     path = tmp_path / "gan-s0" / "checkpoint_000040" / "checkpoint.pt"
     checkpoint.save({**_vae_state(_cfg(tmp_path), 40), "config": cfg.to_dict()}, path)
-    t = report.Trial("gan-s0", str(tmp_path / "gan-s0"), checkpoints=[(40, str(path))])
-    with pytest.raises(report.ConfigError, match="not 'vae'"):
-        report.reconstruct_trial(t)
-    with pytest.raises(report.ReportError, match="no checkpoint"):
-        report.reconstruct_trial(report.Trial("vae-s9", "unused"))
+    with pytest.raises(ConfigError, match="not 'vae'"):
+        regenerate.reconstruct(str(path), "gan-s0")
+
+
+def test_vae_trials_without_a_checkpoint_or_a_regenerator_get_a_note(tmp_path):
+    exp = model.load_experiment(str(build_experiment(tmp_path)))
+    nums = compare.family_numbers(exp)
+    for t in exp.trials:
+        t.checkpoints = [] if t.name == "vae-s0" else t.checkpoints
+    notes: list[str] = []
+    recons = compare_figures.attach_reconstructions(exp, nums, notes, regenerate)
+    assert [r.trial for r in recons] == ["vae-s1"] and nums["vae"].recon_mse.values == [recons[0].mse]
+    assert notes == ["vae-s0: reconstructions unavailable (no checkpoint to reconstruct with)"]
+    notes = []
+    assert compare_figures.attach_reconstructions(exp, compare.family_numbers(exp), notes, None) == []
+    assert notes[0].startswith("no reconstructions: the report was written without a checkpoint regenerator")
 
 
 def test_image_rows_puts_originals_above_reconstructions():
     top, bottom = -torch.ones(3, 1, 4, 5), torch.ones(3, 1, 4, 5)  # black above, white below
-    img = report.image_rows([top, bottom], pad=2)
+    img = compare_figures.image_rows([top, bottom], pad=2)
     assert img.shape == (2 * (4 + 2) + 2, 3 * (5 + 2) + 2, 1) and img.dtype == np.uint8
     assert (img[2:6, 2:7] == 0).all() and (img[8:12, 2:7] == 255).all()
     assert (img[0:2] == 128).all() and (img[6:8] == 128).all()  # gray padding between the rows
@@ -253,7 +268,7 @@ def test_image_rows_puts_originals_above_reconstructions():
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> Path:
     exp = build_experiment(tmp_path_factory.mktemp("compare"))
-    report.write_report(str(exp), n_samples=100)
+    report.write_report(str(exp), regenerate=regenerate)
     return exp
 
 

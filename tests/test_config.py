@@ -1,6 +1,7 @@
 """Config loading: presets are valid; bad configs exit 2 naming the dotted path; nothing is written."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,40 @@ def test_presets_validate_with_the_cli():
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(": OK") == len(PRESETS)
+
+
+def test_validate_loads_neither_torch_nor_pyarrow():
+    """`ganray validate configs/*.yaml` stays light: the config floor, the storage facade and the
+    metrics registry import nothing heavy (docs/performance.md has its wall time)."""
+    code = ("import json, sys\nfrom ganray.cli import main\nrc = main(['validate', *sys.argv[1:]])\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\nsys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, *map(str, PRESETS)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert "ganray" in loaded and not loaded & {"torch", "pyarrow", "numpy", "ray", "boto3", "google"}, loaded
+
+
+def test_a_missing_config_file_is_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "nope.yaml")
+    assert cli.main(["validate", missing]) == 2
+    assert cli.main(["train", "--local", missing]) == 2
+    assert "nope.yaml: config file not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_during_the_run_exits_1(tmp_path, monkeypatch, capsys):
+    """A FileNotFoundError during a run (a file the run itself wrote is gone) is a failure of the
+    run: exit 1 with its reason, not 2 (bad input) as before."""
+    from ganray import local
+
+    def run_local(cfg, progress=True):
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "out" / "gone.jsonl"))
+
+    monkeypatch.setattr(local, "run_local", run_local)
+    assert cli.main(["train", "--local", str(ROOT / "configs" / "ring8.yaml"), "--storage", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "error: run failed: [Errno 2] No such file or directory" in err and "gone.jsonl" in err, err
 
 
 def test_local_preset_equals_embedded_defaults():
@@ -200,8 +235,11 @@ def test_all_errors_reported_at_once():
 
 
 def test_name_lists_agree_with_registries():
+    from ganray.config import TWO_D_DATASETS, is_2d
     from ganray.data import dataset_names
+    from ganray.data.mixtures import MIXTURES
     from ganray.families import family_names
 
     assert set(dataset_names()) == set(DATASETS)
+    assert set(MIXTURES) == set(TWO_D_DATASETS) and all(is_2d(d) for d in MIXTURES)  # the one list of 2-D data
     assert set(family_names()) == set(FAMILIES)

@@ -6,8 +6,9 @@ import threading
 import time
 
 import pytest
-from _raytools import kill_one_train_worker, rank_recorder, ray_local, read_records  # noqa: F401
 
+from _raytools import kill_one_train_worker, rank_recorder, ray_local, read_records  # noqa: F401
+from ganray.artifacts import reader
 from ganray.config import load
 
 pytestmark = pytest.mark.slow
@@ -21,7 +22,7 @@ def test_two_cpu_workers_ddp(ray_local, tmp_path):
     from ganray.distributed import make_trainer
 
     # log every step, evaluate and checkpoint every 3rd: only evaluations and checkpoints go to
-    # ray.train.report (each report waits for Ray's controller); every logged step reaches metrics.jsonl
+    # ray.train.report (each report waits for Ray's controller); every logged step reaches the metrics stream
     cfg = load(None, [*TINY, f"storage.uri={tmp_path / 'store'}", "scaling.num_workers=2", "train.log_every=1"])
     record = tmp_path / "ranks.jsonl"
     result = make_trainer(cfg, "t0", callbacks=[rank_recorder(str(record))]).fit()
@@ -41,7 +42,7 @@ def test_two_cpu_workers_ddp(ray_local, tmp_path):
     ckpts = sorted(p.name for p in trial.glob("checkpoint_0*"))
     assert ckpts == ["checkpoint_000003", "checkpoint_000006"]
     assert (trial / "checkpoint_000006" / "checkpoint.pt").is_file()
-    logged = [json.loads(line)["step"] for line in (trial / "metrics.jsonl").read_text().splitlines()]
+    logged = [row["step"] for row in reader.read_rows(str(trial))]
     assert logged == [1, 2, 3, 4, 5, 6]
     assert result.metrics["step"] == 6
 

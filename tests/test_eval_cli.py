@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from ganray import checkpoint
 from ganray.cli import main as cli_main
 from ganray.config import DataConfig, load
 from ganray.data import load_dataset
 from ganray.data.mixtures import sample_mixture
 from ganray.evaluate import main
-from ganray.loop import train
+from ganray.train import checkpoint, train
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,8 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ganray.config import FAMILY_DEFAULTS, FAMILIES, Config, ConfigError, DataConfig, ModelConfig, TrainConfig
-from ganray.families import Models, family_names, frozen, get_family, unwrap
-from ganray.families import began, gan, vae, wgan_gp
+from ganray.config import FAMILIES, FAMILY_DEFAULTS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig
+from ganray.families import Models, began, family_names, frozen, gan, get_family, unwrap, vae, wgan_gp
 
 Z_DIM = 4
 BATCH = 6

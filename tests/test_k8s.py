@@ -662,7 +662,7 @@ def _sweep_config_from_entrypoint(entrypoint: str, storage_uri: str):
     by `storage_uri` as the submitter's shell would. No Ray, no storage access."""
     import argparse
 
-    from ganray.cli import add_config_args, config_from_args
+    from ganray.args import add_config_args, config_from_args
     from ganray.sweep import grid
 
     argv = shlex.split(entrypoint.replace("$GANRAY_STORAGE", storage_uri).replace("${GANRAY_STORAGE}", storage_uri))

@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 import torch
 
-from ganray import checkpoint
+from ganray import storage
 from ganray.config import load
 from ganray.data import Dataset, load_dataset
-from ganray.loop import train
+from ganray.train import checkpoint, train
 
 TINY = ["model.width=0.125", "train.batch_size=8", "train.log_every=5", "train.eval_every=5",
         "train.sample_every=5", "train.checkpoint_every=10", "eval.metrics=[]", "data.n_train=400"]
@@ -109,7 +109,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", boom)  # fail between write and rename
-    with pytest.raises(OSError):
+    with pytest.raises(storage.StorageError, match="disk full"):
         checkpoint.save({"config": {}, "step": 2, "G": {}, "D": {}}, target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no temp file left behind
@@ -152,19 +152,19 @@ def test_data_shards_are_disjoint():
 def _diverge_on_rank1(rank: int, init_file: str, results) -> None:
     import torch.distributed as dist
 
-    import ganray.loop as loop
+    import ganray.train.loop as loop
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         if rank == 1:  # a non-finite value that only this rank sees (say, an inf in a rank-local statistic)
-            orig, calls = loop._params_finite, [0]
+            orig, calls = loop._finite_params, [0]
 
-            def params_finite(m):
+            def finite_params(module):  # called for G, then D, at every logged step
                 calls[0] += 1
-                return orig(m) and calls[0] < 3  # from the 3rd logged step on
+                return orig(module) and calls[0] < 6  # D's parameters, from the 3rd logged step on
 
-            loop._params_finite = params_finite
+            loop._finite_params = finite_params
         cfg = load(None, [*TINY, "train.steps=30", "train.checkpoint_every=100", "train.eval_every=100",
                           "train.sample_every=100", "eval.metrics=[]"])
         reports = []
@@ -189,7 +189,7 @@ def test_divergence_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert r0["diverged"] and r1["diverged"]
     assert r0["reports"] == r1["reports"] == [(5, None), (10, None), (15, "diverged")]
     assert "on another rank" in r0["reasons"][0]
-    assert "parameters" in r1["reasons"][0]
+    assert "D's parameters" in r1["reasons"][0]
 
 
 # ---- the statistics window -----------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_logged_means_are_exact_when_cadences_do_not_align(monkeypatch):
     """ring8 with log_every 10, eval_every 25, sample_every 35, checkpoint_every 40: every
     reported loss is the mean of the per-step values since the last log step, whichever cadence
     asked for it (before the fix, loss_D at step 75 was 5x the mean and at 80 half of it)."""
-    import ganray.loop as loop_mod
+    import ganray.train.state as state_mod
     from ganray.families import get_family
 
     real = get_family("gan")
@@ -210,7 +210,7 @@ def test_logged_means_are_exact_when_cadences_do_not_align(monkeypatch):
         per_step.append({k: float(v) for k, v in stats.items()})
         return stats
 
-    monkeypatch.setattr(loop_mod, "get_family", lambda name: dataclasses.replace(real, step=recording_step))
+    monkeypatch.setattr(state_mod, "get_family", lambda name: dataclasses.replace(real, step=recording_step))
     cfg = load(None, ["data.dataset=ring8", "data.n_train=2000", "train.steps=83", "train.batch_size=32",
                       "train.log_every=10", "train.eval_every=25", "train.sample_every=35",
                       "train.checkpoint_every=40", "eval.metrics=[]", "eval.n_fixed_z=8"])
@@ -232,7 +232,7 @@ def test_logged_means_are_exact_when_cadences_do_not_align(monkeypatch):
 
 
 def test_stats_window_counts_what_it_sums():
-    from ganray.loop import StatsWindow
+    from ganray.train.stats import StatsWindow
 
     w = StatsWindow()
     for v in (1.0, 2.0, 6.0):
@@ -249,7 +249,7 @@ def test_stats_window_counts_what_it_sums():
 
 def test_history_kept_for_training_signals_is_bounded():
     """A long run keeps (and checkpoints) only the logged entries training_signals can read."""
-    from ganray.loop import history_keep
+    from ganray.train.stats import history_keep
 
     cfg = load(None, [*TINY, "data.dataset=ring8", "train.steps=300", "train.log_every=2", "train.eval_every=300",
                       "train.checkpoint_every=300", "train.sample_every=300", "train.batch_size=16"])

@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 import torch
 
+from ganray.args import load_config
 from ganray.config import ConfigError, DataConfig, load
 from ganray.data import load_dataset
 from ganray.data.idx import FILES
 from ganray.data.mixtures import mixture_spec, sample_mixture
 from ganray.metrics import get_metric, metric_names, register_metric, signal_names
-from ganray.metrics import classifier as clf
+from ganray.metrics.classifier import classifier_key
+from ganray.metrics.classifier import cli as clf_cli
+from ganray.metrics.classifier import model as clf_model
+from ganray.metrics.classifier import store as clf_store
 from ganray.metrics.fcd import frechet_distance
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered, kl_to_uniform, knn_radii
 from ganray.metrics.prdc import compute_prdc, expected_coverage
+from ganray.storage import StorageError
 
 torch.set_num_threads(1)
 LN = math.log
@@ -38,7 +43,7 @@ def mnist():
 def ref(mnist):
     """Reference statistics of mnist5k's train split with the shipped classifier."""
     train, _ = mnist
-    return Reference.build("mnist5k", train.x, classifier=clf.load_shipped(), num_modes=10)
+    return Reference.build("mnist5k", train.x, classifier=clf_store.load_shipped(), num_modes=10)
 
 
 def run(name: str, samples: torch.Tensor, ref: Reference, **kw) -> dict[str, float]:
@@ -75,12 +80,64 @@ def test_register_metric_bare_and_with_signals_and_duplicates():
         register_metric(kinds=("video",))(lambda inp: {})
 
 
+def test_register_metric_with_its_own_spec_and_the_builtins_spec_table():
+    from ganray.metrics import IMAGE_KINDS, SPECS, applicable_metrics
+
+    @register_metric(signals=("_a", "_b"), kinds=IMAGE_KINDS, needs_real_features=True)
+    def _test_metric_described(inp):
+        return {"_a": 1.0, "_b": 2.0}
+
+    m = get_metric("_test_metric_described")
+    assert m.fn is _test_metric_described and m.signals == ("_a", "_b") and m.needs_features and m.needs_real_features
+    assert applicable_metrics("mnist5k", ("_test_metric_described",)) == ("_test_metric_described",)
+    assert applicable_metrics("ring8", ("_test_metric_described",)) == ()
+    # a built-in metric is described once, in SPECS: its module registers the function bare
+    for name, spec in SPECS.items():
+        if spec.module is not None:
+            assert get_metric(name).fn.__module__ == spec.module and get_metric(name).fn.__name__ == name
+
+    def fcd(inp):  # a second description of a built-in metric
+        return {}
+    with pytest.raises(ValueError, match="described in ganray.metrics.SPECS"):
+        register_metric(signals=("fcd",))(fcd)
+
+
+def test_each_metric_reports_only_the_signals_of_its_spec(mnist, ref):
+    """The spec table's signals are what ASHA and the config check accept: every key a metric
+    returns must be listed there."""
+    _, test = mnist
+    x = test.x[:300]
+    ring = _mixture_ref("ring8")
+    points = sample_mixture("ring8", 300, torch.Generator().manual_seed(1))[0]
+    hist = [{"step": i, "loss_D": 0.5 + 0.1 * (i % 3), "loss_G": 1.0 + 0.1 * (i % 2), "d_acc": 0.6} for i in range(12)]
+    for name in metric_names():
+        if name.startswith("_test"):
+            continue
+        m = get_metric(name)
+        for samples, reference in ((x, ref), (points, ring)):
+            if reference.kind not in m.kinds:
+                continue
+            out = m.fn(MetricInputs(samples, reference, fixed_samples=samples[:16], history=hist))
+            assert set(out) <= set(m.signals), (name, set(out) - set(m.signals))
+
+
+def test_the_registry_names_signals_and_checks_configs_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ganray import metrics; from ganray.config import Config; "
+            "n = metrics.metric_names(); metrics.signal_names(n); metrics.applicable_metrics('ring8', n); "
+            "assert metrics.config_metric_errors(Config()) == []; print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
 def test_config_checks_metric_names_and_asha_metric():
     with pytest.raises(ConfigError, match=r"eval\.metrics\[1\]: unknown metric 'fdc'.*did you mean 'fcd'"):
-        load(None, ["eval.metrics=[class_coverage, fdc]"])
-    load(None, ["sweep.asha=true", "sweep.asha_metric=kl_uniform"])  # a signal of class_coverage
+        load_config(None, ["eval.metrics=[class_coverage, fdc]"])
+    load_config(None, ["sweep.asha=true", "sweep.asha_metric=kl_uniform"])  # a signal of class_coverage
     with pytest.raises(ConfigError, match="sweep.asha_metric: unknown metric 'precision'"):
-        load(None, ["sweep.asha=true", "sweep.asha_metric=precision", "eval.metrics=[class_coverage]"])
+        load_config(None, ["sweep.asha=true", "sweep.asha_metric=precision", "eval.metrics=[class_coverage]"])
 
 
 def test_eval_thresholds_are_validated():
@@ -182,7 +239,7 @@ def test_class_coverage_on_a_class_subset(mnist):
     """Trained on digits 3 and 8 only: judged against those two classes."""
     train, test = mnist
     keep = (train.y == 3) | (train.y == 8)
-    sub = Reference.build("mnist5k", train.x[keep], classifier=clf.load_shipped(), num_modes=10,
+    sub = Reference.build("mnist5k", train.x[keep], classifier=clf_store.load_shipped(), num_modes=10,
                           classes=torch.tensor([3, 8]), real_features=False)
     assert sub.num_modes == 2
     both = test.x[(test.y == 3) | (test.y == 8)]
@@ -293,25 +350,25 @@ def test_training_signals():
 
 
 def test_shipped_mnist_classifier_is_small_and_accurate(mnist):
-    pt, meta = clf.WEIGHTS_DIR / "mnist.pt", clf.WEIGHTS_DIR / "mnist.json"
+    pt, meta = clf_store.WEIGHTS_DIR / "mnist.pt", clf_store.WEIGHTS_DIR / "mnist.json"
     assert pt.stat().st_size < 1_000_000
     info = json.loads(meta.read_text())
     assert info["held_out_accuracy"] >= 0.97 and info["dataset"] == "mnist5k" and "seed" in info
     assert info["command"].startswith("ganray classifier train --dataset mnist5k")
-    model, _ = clf.load_shipped()
+    model, _ = clf_store.load_shipped()
     _, test = mnist
-    acc = clf.accuracy(model, test.x, test.y)
+    acc = clf_model.accuracy(model, test.x, test.y)
     assert acc >= 0.97 and acc == pytest.approx(info["held_out_accuracy"], abs=0.004)  # fp16 storage
 
 
 def test_mnist_like_datasets_use_the_shipped_classifier(tmp_path):
     for ds in ("mnist5k", "mnist", "stacked-mnist"):
-        assert clf.classifier_key(ds) == "mnist"
-        model, info = clf.reference_classifier(DataConfig(dataset=ds, cache_dir=str(tmp_path)), str(tmp_path / "s"),
+        assert classifier_key(ds) == "mnist"
+        model, info = clf_store.reference_classifier(DataConfig(dataset=ds, cache_dir=str(tmp_path)), str(tmp_path / "s"),
                                                train_if_missing=False)
         assert info["held_out_accuracy"] >= 0.97
     with pytest.raises(ConfigError, match="2D data"):
-        clf.reference_classifier(DataConfig(dataset="ring8"))
+        clf_store.reference_classifier(DataConfig(dataset="ring8"))
 
 
 def _write_idx_folder(folder, mnist, n_train=600, n_test=200):
@@ -333,7 +390,7 @@ def test_classifier_is_trained_on_first_use_then_found_in_storage(tmp_path, mnis
     storage = str(tmp_path / "bucket")
     cfg = DataConfig(dataset="fashion-mnist", source=source, cache_dir=str(tmp_path / "cache"))
     with caplog.at_level(logging.INFO, logger="ganray.metrics.classifier"):
-        model, info = clf.reference_classifier(cfg, storage, epochs=6)
+        model, info = clf_store.reference_classifier(cfg, storage, epochs=6)
     assert "training one (first use)" in caplog.text
     assert (tmp_path / "bucket" / "classifiers" / "fashion-mnist.pt").is_file()
     assert (tmp_path / "cache" / "classifiers" / "fashion-mnist.json").is_file()
@@ -341,25 +398,25 @@ def test_classifier_is_trained_on_first_use_then_found_in_storage(tmp_path, mnis
     assert info["held_out_accuracy"] > 0.3  # 6 epochs (30 steps) on 600 digits: well above chance (0.1)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ganray.metrics.classifier"):
-        again, info2 = clf.reference_classifier(cfg, storage)
-    assert "first use" not in caplog.text and "from " + clf.storage_folder(storage) in caplog.text
+        again, info2 = clf_store.reference_classifier(cfg, storage)
+    assert "first use" not in caplog.text and "from " + clf_store.storage_folder(storage) in caplog.text
     assert info2 == info
     x = load_dataset(cfg, "test").x[:50]
-    assert torch.allclose(clf.embed(model, x)[1], clf.embed(again, x)[1], atol=1e-2)  # fp16 round trip
-    with pytest.raises(clf.StorageError, match="run `ganray classifier train --dataset cifar10`"):
-        clf.reference_classifier(DataConfig(dataset="cifar10", cache_dir=str(tmp_path / "c2")), storage,
+    assert torch.allclose(clf_model.embed(model, x)[1], clf_model.embed(again, x)[1], atol=1e-2)  # fp16 round trip
+    with pytest.raises(StorageError, match="run `ganray classifier train --dataset cifar10`"):
+        clf_store.reference_classifier(DataConfig(dataset="cifar10", cache_dir=str(tmp_path / "c2")), storage,
                                  train_if_missing=False)
 
 
 def test_classifier_cli_trains_and_stores(tmp_path, mnist, capsys):
     source = _write_idx_folder(tmp_path / "fashion", mnist, n_train=300, n_test=100)
-    rc = clf.main(["train", "--dataset", "fashion-mnist", "--source", source, "--storage", str(tmp_path / "st"),
+    rc = clf_cli.main(["train", "--dataset", "fashion-mnist", "--source", source, "--storage", str(tmp_path / "st"),
                    "--epochs", "1", "--threads", "1"])
     assert rc == 0
     info = json.loads((tmp_path / "st" / "classifiers" / "fashion-mnist.json").read_text())
     assert info["epochs"] == 1 and info["command"].startswith("ganray classifier train --dataset fashion-mnist")
     assert "held-out accuracy" in capsys.readouterr().out
-    found = clf.load_classifier(clf.storage_folder(str(tmp_path / "st")), "fashion-mnist")
+    found = clf_store.load_classifier(clf_store.storage_folder(str(tmp_path / "st")), "fashion-mnist")
     assert found is not None and found[1] == info
 
 
@@ -370,27 +427,27 @@ def test_classifier_cli_trains_and_stores(tmp_path, mnist, capsys):
     (["train", "--dataset", "mnist5k", "--storage", "s3://"], "malformed storage URI"),
 ])
 def test_classifier_cli_rejects_bad_input(argv, message, capsys):
-    assert clf.main(argv) == 2
+    assert clf_cli.main(argv) == 2
     assert message in capsys.readouterr().err
 
 
 def test_a_corrupt_stored_classifier_is_named(tmp_path):
     (tmp_path / "mnist.json").write_text("{}")
     (tmp_path / "mnist.pt").write_bytes(b"not a torch file")
-    with pytest.raises(clf.StorageError, match="mnist.pt: not a ganray classifier"):
-        clf.load_classifier(str(tmp_path), "mnist")
+    with pytest.raises(StorageError, match="mnist.pt: not a ganray classifier"):
+        clf_store.load_classifier(str(tmp_path), "mnist")
 
 
 @pytest.mark.parametrize("bucket", ["s3_bucket", "gcs_bucket"])
 def test_classifier_in_a_bucket_takes_precedence_over_the_shipped_one(bucket, request, tmp_path):
     """Real S3 (moto_server) and GCS (gcp-storage-emulator) servers on loopback."""
     uri = request.getfixturevalue(bucket) + "/ganray"
-    model, info = clf.load_shipped()
+    model, info = clf_store.load_shipped()
     marked = {**info, "dataset": "mnist", "note": "stored in a bucket"}
-    where = clf.save_classifier(model, marked, clf.storage_folder(uri), "mnist")
+    where = clf_store.save_classifier(model, marked, clf_store.storage_folder(uri), "mnist")
     assert where == uri + "/classifiers/mnist.pt"
-    found, found_info = clf.reference_classifier(DataConfig(dataset="stacked-mnist", cache_dir=str(tmp_path)), uri,
+    found, found_info = clf_store.reference_classifier(DataConfig(dataset="stacked-mnist", cache_dir=str(tmp_path)), uri,
                                                  train_if_missing=False)
     assert found_info == marked
     x = torch.rand(8, 1, 28, 28) * 2 - 1
-    assert torch.equal(clf.embed(found, x)[1], clf.embed(model, x)[1])
+    assert torch.equal(clf_model.embed(found, x)[1], clf_model.embed(model, x)[1])

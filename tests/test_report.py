@@ -1,6 +1,8 @@
-"""The sweep report on a hand-built experiment folder with known values: three trials (healthy,
+"""The sweep report on a hand-built trial record with known values: three trials (healthy,
 collapsed and stopped early, no verdict yet with a corrupt checkpoint), real tiny checkpoints of
-real generators, real PNG samples and GIFs; the report written locally and to the S3 server.
+real generators, real PNG samples and GIFs, metrics in segments (one trial also with the legacy
+metrics.jsonl) and the evaluation's class counts in verdict.json; the report written locally
+and to the S3 server, histograms from the counts or regenerated from the checkpoints.
 """
 from __future__ import annotations
 
@@ -8,21 +10,31 @@ import base64
 import csv
 import io
 import json
+import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from ganray import checkpoint, report
+from ganray import regenerate, report
+from ganray import report_cli as cli
+from ganray.artifacts import layout, reader
 from ganray.config import load
 from ganray.metrics.inputs import classify
 from ganray.models import build_discriminator, build_generator
+from ganray.report import figures, model, tables
+from ganray.train import checkpoint
 
 FIGURES = ("class_histograms.png", "verdict_heatmap.png", "coverage_fcd.png", "loss_curves.png")
 COLLAPSE_REASON = "1 of 10 classes hold 97% of 2,000 samples; KL to uniform 2.20 nats"
 HEALTHY_REASON = "10 of 10 classes covered; KL to uniform 0.03 nats; FCD 4.1"
+LABELLER = "the mnist classifier (held-out accuracy 98.0%)"
+COLLAPSED_COUNTS = [0, 0, 0, 1940, 20, 0, 40, 0, 0, 0]  # 97% in class 3
+HEALTHY_COUNTS = [196, 210, 190, 205, 199, 201, 188, 212, 197, 202]
 
 
 @pytest.fixture(autouse=True)
@@ -79,9 +91,16 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def _counts(counts: list[int], step: int) -> dict:
+    """verdict.json's counts, as the evaluation writes them."""
+    return {"of": "classes", "names": [str(k) for k in range(len(counts))], "counts": counts, "n": sum(counts),
+            "labeller": LABELLER, "step": step}
+
+
 def build_experiment(root: Path) -> Path:
-    """<root>/exp with trials z1-s0 (collapsed at 200, stopped early at 300), z10-s0 (healthy, 400
-    steps) and z50-s0 (still running: no verdict, no config, a cut-off metrics line, a corrupt checkpoint)."""
+    """<root>/exp with trials z1-s0 (collapsed at 200, stopped early at 300; metrics in two
+    segments), z10-s0 (healthy, 400 steps; the legacy metrics.jsonl, then a segment) and z50-s0
+    (still running: no verdict, no config, a cut-off metrics line, a corrupt checkpoint)."""
     cfg = _base_cfg(root)
     exp = root / "exp"
     _write(exp / "config.yaml", cfg.to_yaml())
@@ -91,24 +110,29 @@ def build_experiment(root: Path) -> Path:
     c1 = cfg.replace(**{"model.z_dim": 1})
     t1 = exp / "trials" / "z1-s0"
     _write(t1 / "config.yaml", c1.to_yaml())
-    _write(t1 / "metrics.jsonl", _jsonl(_metrics_rows([100, 200, 300], [6, 2, 1], [0.4, 1.8, 2.2],
-                                                      [30.0, 80.0, 120.0], [0.6, 0.3, 0.1], [1.2, 2.5, 3.9])))
+    rows = _metrics_rows([100, 200, 300], [6, 2, 1], [0.4, 1.8, 2.2], [30.0, 80.0, 120.0], [0.6, 0.3, 0.1],
+                         [1.2, 2.5, 3.9])
+    _write(t1 / layout.metrics_segment(0), _jsonl(rows[:3]))
+    _write(t1 / layout.metrics_segment(1), _jsonl(rows[3:]))
     _write(t1 / "verdict.json", json.dumps({"verdict": "collapsed", "step": 300, "first_seen_step": 200,
-                                            "reasons": [COLLAPSE_REASON], "stopped_early": True}))
+                                            "reasons": [COLLAPSE_REASON], "stopped_early": True,
+                                            "counts": _counts(COLLAPSED_COUNTS, 300), "evaluator": None,
+                                            "stopper": {"bad_in_a_row": 2}}))
     checkpoint.save(_checkpoint_state(c1, shape, 300), t1 / "checkpoint_000300" / "checkpoint.pt")
     for step in (100, 200, 300):
         _write(t1 / "samples" / f"step_{step:06d}.png", _png(step // 2))
     _write(t1 / "fixed_z.gif", _gif((10, 200, 90)))
 
-    # z10-s0: healthy
+    # z10-s0: healthy; an older record resumed by this ganray: metrics.jsonl first, then a segment
     c10 = cfg.replace(**{"model.z_dim": 10})
     t10 = exp / "trials" / "z10-s0"
     _write(t10 / "config.yaml", c10.to_yaml())
-    _write(t10 / "metrics.jsonl", _jsonl(_metrics_rows([100, 200, 300, 400], [7, 9, 10, 10], [0.5, 0.2, 0.05, 0.03],
-                                                       [40.0, 12.0, 6.0, 4.1], [0.7, 0.65, 0.6, 0.6],
-                                                       [1.1, 1.0, 0.95, 0.9])))
+    rows = _metrics_rows([100, 200, 300, 400], [7, 9, 10, 10], [0.5, 0.2, 0.05, 0.03], [40.0, 12.0, 6.0, 4.1],
+                         [0.7, 0.65, 0.6, 0.6], [1.1, 1.0, 0.95, 0.9])
+    _write(t10 / "metrics.jsonl", _jsonl(rows[:4]))
+    _write(t10 / layout.metrics_segment(0), _jsonl(rows[4:]))
     _write(t10 / "verdict.json", json.dumps({"verdict": "healthy", "step": 400, "first_seen_step": 100,
-                                             "reasons": [HEALTHY_REASON]}))
+                                             "reasons": [HEALTHY_REASON], "counts": _counts(HEALTHY_COUNTS, 400)}))
     checkpoint.save(_checkpoint_state(c10, shape, 200), t10 / "checkpoint_000200" / "checkpoint.pt")
     checkpoint.save(_checkpoint_state(c10, shape, 400), t10 / "checkpoint_000400" / "checkpoint.pt")
     _write(t10 / "samples" / "step_000400.png", _png(128))
@@ -116,7 +140,8 @@ def build_experiment(root: Path) -> Path:
 
     # z50-s0: no verdict yet; the last metrics line is cut off mid-write; a corrupt checkpoint
     t50 = exp / "trials" / "z50-s0"
-    _write(t50 / "metrics.jsonl", _jsonl(_metrics_rows([100], [8], [0.3], [25.0], [0.7], [1.0])) + '{"step": 1')
+    _write(t50 / layout.metrics_segment(0),
+           _jsonl(_metrics_rows([100], [8], [0.3], [25.0], [0.7], [1.0])) + '{"step": 1')
     _write(t50 / "checkpoint_000100" / "checkpoint.pt", b"not a checkpoint")
     return exp
 
@@ -125,7 +150,7 @@ def build_experiment(root: Path) -> Path:
 def written(tmp_path_factory) -> tuple[Path, str]:
     """The experiment and its report, written once for the tests that only read it."""
     exp = build_experiment(tmp_path_factory.mktemp("report"))
-    return exp, report.write_report(str(exp), n_samples=500)
+    return exp, report.write_report(str(exp))  # histograms from the evaluation's counts
 
 
 def _csv_rows(exp: Path) -> dict[str, dict[str, str]]:
@@ -152,7 +177,7 @@ def test_figures_are_valid_pngs_of_a_readable_size(written):
 def test_trials_csv_carries_the_known_values(written):
     exp, _ = written
     rows = _csv_rows(exp)
-    assert list(rows) == ["z1-s0", "z10-s0", "z50-s0"]  # ordered by z_dim
+    assert list(rows) == ["z1-s0", "z10-s0", "z50-s0"]  # ordered by z_dim (unknown last)
     z1, z10, z50 = rows["z1-s0"], rows["z10-s0"], rows["z50-s0"]
     assert (z1["z_dim"], z1["seed"], z1["family"]) == ("1", "0", "gan")
     assert (float(z1["lr_g"]), float(z1["lr_d"])) == (2e-4, 2e-4)
@@ -164,20 +189,20 @@ def test_trials_csv_carries_the_known_values(written):
     assert float(z1["precision"]) == pytest.approx(0.7) and float(z1["recall"]) == pytest.approx(0.2)
     assert (z10["verdict"], z10["status"], z10["steps"], z10["stopped_early"]) == ("healthy", "healthy", "400", "False")
     assert float(z10["classes_covered"]) == 10 and float(z10["fcd"]) == 4.1
-    # no verdict, no config: parameters from the trial name, the sweep's base values for the rest
-    assert (z50["z_dim"], z50["seed"], z50["verdict"]) == ("50", "0", "no verdict")
+    # no verdict, no config: what the sweep config fixes (seed: one value, lr: no grid); z_dim, swept, unknown
+    assert (z50["z_dim"], z50["seed"], z50["verdict"]) == ("", "0", "no verdict")
+    assert (float(z50["lr_g"]), z50["family"]) == (2e-4, "gan")
     assert z50["status"] == "no verdict (still running or failed)"
     assert z50["steps"] == "100" and float(z50["classes_covered"]) == 8
     notes = z50["notes"].splitlines()  # one note per line
-    assert notes[:2] == ["config.yaml missing", "metrics.jsonl: 1 unreadable line(s) skipped"]
-    assert notes[2].startswith("class histogram unavailable (CheckpointError")
+    assert notes == ["config.yaml missing", "metrics/000000.jsonl: 1 unreadable line(s) skipped"]
 
 
 def test_markdown_has_the_summary_and_one_row_per_trial_with_verdict_and_reasons(written):
     exp, _ = written
     md = (exp / "report.md").read_text()
     assert ("1 of 3 trials collapsed: z_dim 1 at step 200; 1 healthy: z_dim 10; "
-            "1 without a verdict yet (still running or failed): z_dim 50.") in md
+            "1 without a verdict yet (still running or failed): z50-s0.") in md  # its z_dim is unknown: its name
     assert "1 stopped early by the collapse stopper (z_dim 1 at step 300)." in md
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if re.match(r"^\| z\d+-s0 ", line)}
     assert set(rows) == {"z1-s0", "z10-s0", "z50-s0"}
@@ -206,30 +231,78 @@ def test_html_is_self_contained_and_embeds_figures_samples_and_gifs(written):
     assert COLLAPSE_REASON.replace("&", "&amp;") in page and "no verdict (still running or failed)" in page
 
 
-def test_histogram_from_an_image_checkpoint_is_the_classifier_histogram_of_G(written):
-    """The computed histogram equals labelling the same G's samples with the reference classifier."""
+def test_histograms_come_from_the_evaluations_counts(written):
+    """By default a trial's histogram is verdict.json's counts, normalised; a trial without counts has none."""
     exp, _ = written
-    ex = report.load_experiment(str(exp))
-    t = next(t for t in ex.trials if t.name == "z1-s0")
-    h = report.histogram_from_checkpoint(t, 400)
-    assert h.n == 400 and len(h.shares) == 10 and sum(h.shares) == pytest.approx(1.0)
-    assert (h.step, h.origin, h.generator) == (300, "checkpoint", "G")
-    assert h.labeller.startswith("the mnist classifier (held-out accuracy")
+    ex = model.load_experiment(str(exp))
+    model.attach_histograms(ex)
+    h = {t.name: t.histogram for t in ex.trials}
+    assert h["z1-s0"].shares == pytest.approx([c / 2000 for c in COLLAPSED_COUNTS])
+    z1 = h["z1-s0"]
+    assert (z1.step, z1.n, z1.origin, z1.labeller) == (300, 2000, "evaluation", LABELLER)
+    assert z1.class_names == [str(k) for k in range(10)]
+    assert h["z10-s0"].shares == pytest.approx([c / 2000 for c in HEALTHY_COUNTS]) and h["z50-s0"] is None
+    md = (exp / "report.md").read_text()
+    assert f"class histogram: 2,000 samples of the step-300 evaluation, labelled by {LABELLER}" in md
+    assert f"- **z50-s0**, no verdict (still running or failed): no samples yet, {model.NO_COUNTS_TEXT}" in md
+    assert model.class_count(ex) == 10  # the counts' length
 
-    from ganray.loop import generate
-    from ganray.metrics.classifier import load_shipped
 
-    state = checkpoint.load(t.checkpoints[-1][1])
+class FakeRegenerator:
+    """A regenerator that says what it was asked: the report uses what it is handed, nothing else."""
+
+    def __init__(self):
+        self.asked: list[tuple[str, int]] = []
+
+    def class_counts(self, checkpoint_uri: str, n: int) -> dict:
+        self.asked.append((checkpoint_uri, n))
+        if "z50" in checkpoint_uri:
+            raise checkpoint.CheckpointError(f"{checkpoint_uri}: not a readable checkpoint")
+        return {**_counts([n, 0], 7), "generator": "G_ema"}
+
+    def reconstruct(self, checkpoint_uri: str, trial: str):
+        raise AssertionError("no VAE trial here")
+
+
+def test_samples_regenerate_the_histograms_with_the_injected_regenerator(written):
+    """--samples N: each trial's newest checkpoint through the regenerator; its failure becomes a note."""
+    exp, _ = written
+    ex = model.load_experiment(str(exp))
+    fake = FakeRegenerator()
+    model.attach_histograms(ex, 300, fake)
+    assert [(uri.rsplit("/trials/", 1)[1], n) for uri, n in fake.asked] == [
+        ("z1-s0/checkpoint_000300/checkpoint.pt", 300), ("z10-s0/checkpoint_000400/checkpoint.pt", 300),
+        ("z50-s0/checkpoint_000100/checkpoint.pt", 300)]
+    z1, z10, z50 = ex.trials
+    assert (z1.histogram.shares, z1.histogram.origin, z1.histogram.generator) == ([1.0, 0.0], "checkpoint", "G_ema")
+    assert z1.histogram.source == f"300 samples of G_ema at the step-7 checkpoint, labelled by {LABELLER}"
+    assert z50.histogram is None and z50.notes[-1].startswith("class histogram unavailable (CheckpointError")
+    with pytest.raises(ValueError, match="without a regenerator"):
+        model.attach_histograms(ex, 300)
+
+
+def test_class_counts_of_an_image_checkpoint_are_the_classifier_histogram_of_G(written):
+    """The regenerated counts equal labelling the same G's samples with the reference classifier."""
+    exp, _ = written
+    uri = str(exp / "trials" / "z1-s0" / "checkpoint_000300" / "checkpoint.pt")
+    c = regenerate.class_counts(uri, 400)
+    assert c["n"] == 400 and len(c["counts"]) == 10 and sum(c["counts"]) == 400
+    assert (c["step"], c["generator"], c["of"], c["names"]) == (300, "G", "classes", [str(k) for k in range(10)])
+    assert c["labeller"].startswith("the mnist classifier (held-out accuracy")
+
+    from ganray.metrics.classifier.store import load_shipped
+    from ganray.train.sampling import generate
+
+    state = checkpoint.load(uri)
     cfg = checkpoint.config_of(state)
     G = build_generator(cfg.model, (1, 28, 28))
     G.load_state_dict(state["G"])
     x = generate(G, 400, 1, torch.device("cpu"), seed=cfg.experiment.seed * 7919 + 1)
     labels = classify(load_shipped("mnist")[0], x, "image").labels
-    expected = torch.bincount(labels, minlength=10).double() / 400
-    assert h.shares == pytest.approx(expected.tolist())
+    assert c["counts"] == torch.bincount(labels, minlength=10).tolist()
 
 
-def test_histogram_from_a_2d_checkpoint_with_every_sample_on_one_mode(tmp_path):
+def test_class_counts_of_a_2d_checkpoint_with_every_sample_on_one_mode(tmp_path):
     """ring8 G whose last layer outputs mode 3's mean for every z: 100% in mode 3, nothing off-mode."""
     from ganray.data.mixtures import mixture_spec
 
@@ -239,44 +312,35 @@ def test_histogram_from_a_2d_checkpoint_with_every_sample_on_one_mode(tmp_path):
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(mixture_spec("ring8")[0][3])  # G(z) = μ_3 for every z
-    trial = tmp_path / "exp" / "trials" / "z1-s0"
-    checkpoint.save(_checkpoint_state(cfg, (2,), 50, G=G), trial / "checkpoint_000050" / "checkpoint.pt")
-    t = report.Trial("z1-s0", str(trial), checkpoints=[(50, str(trial / "checkpoint_000050" / "checkpoint.pt"))])
-    h = report.histogram_from_checkpoint(t, 300)
-    assert h.class_names == [*map(str, range(8)), "off"]
+    path = tmp_path / "exp" / "trials" / "z1-s0" / "checkpoint_000050" / "checkpoint.pt"
+    checkpoint.save(_checkpoint_state(cfg, (2,), 50, G=G), path)
+    c = regenerate.class_counts(str(path), 300)
+    assert (c["of"], c["names"]) == ("modes", [*map(str, range(8)), "off"])
+    assert c["counts"] == [0, 0, 0, 300, 0, 0, 0, 0, 0]
+    h = model.ClassHistogram.from_counts(c, "checkpoint")
     assert h.shares == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-
-
-def test_histogram_from_metrics_prefers_logged_class_shares():
-    t = report.Trial("z2-s0", "unused", history=[
-        {"step": 100, "class_share_0": 0.5, "class_share_1": 0.5},
-        {"step": 200, "loss_D": 0.3},  # a training row after the last evaluation
-        {"step": 150, "class_share_0": 0.25, "class_share_2": 0.75},
-    ])
-    t.history.sort(key=lambda r: r["step"])
-    h = report.histogram_from_metrics(t)
-    assert h is not None and h.shares == [0.25, 0.0, 0.75] and (h.step, h.origin) == (150, "metrics.jsonl")
-    assert report.histogram_from_metrics(report.Trial("x", "unused", history=[{"step": 1, "loss_D": 1.0}])) is None
 
 
 @pytest.mark.parametrize("dataset", ["mnist5k", "stacked-mnist", "ring8", "grid25"])
 def test_example_shapes_agree_with_the_datasets(dataset):
-    """The report rebuilds G without loading data: its shape table must match the real loaders."""
+    """G is rebuilt without loading data: the shape table must match the real loaders."""
     from ganray.config import DataConfig
-    from ganray.data import load_dataset
+    from ganray.data import example_shape, load_dataset
 
-    assert report.EXAMPLE_SHAPE[dataset] == load_dataset(DataConfig(dataset=dataset, n_train=64), "test").shape
+    assert example_shape(dataset) == load_dataset(DataConfig(dataset=dataset, n_train=64), "test").shape
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("z10-s0", {"z_dim": 10, "seed": 0}),
-    ("z10-lrg0.0002-lrd5e-05-s3", {"z_dim": 10, "lr_g": 2e-4, "lr_d": 5e-5, "seed": 3}),
-    ("z1-wgan-gp-s2", {"z_dim": 1, "family": "wgan-gp", "seed": 2}),
-    ("z2-began-s0", {"z_dim": 2, "family": "began", "seed": 0}),
-    ("default", {}),
-])
-def test_params_from_trial_names(name, expected):
-    assert report.params_from_name(name) == expected
+def test_parameters_come_from_the_trials_config_not_its_name(tmp_path):
+    """A trial named like z10 whose config.yaml says z_dim 3 and lr_g 1e-3 is reported as what it ran."""
+    cfg = _base_cfg(tmp_path)
+    exp = tmp_path / "exp"
+    _write(exp / "config.yaml", cfg.to_yaml())
+    t = exp / "trials" / "z10-lrg0.0002-s0"
+    _write(t / "config.yaml", cfg.replace(**{"model.z_dim": 3, "train.lr_g": 1e-3, "experiment.seed": 4}).to_yaml())
+    _write(t / layout.metrics_segment(0), _jsonl([{"step": 10, "time": 1.0, "loss_D": 0.5}]))
+    (trial,) = model.load_experiment(str(exp)).trials
+    assert trial.params == {"z_dim": 3, "lr_g": 1e-3, "lr_d": 2e-4, "family": "gan", "seed": 4}
+    assert trial.total_steps == 400
 
 
 def test_summary_and_heatmap_for_seeds_and_learning_rates(tmp_path):
@@ -285,13 +349,13 @@ def test_summary_and_heatmap_for_seeds_and_learning_rates(tmp_path):
     for lr_g, verdicts in ((1e-4, ("healthy", "healthy")), (1e-3, ("collapsed", "healthy"))):
         for seed, v in enumerate(verdicts):
             name = f"z2-lrg{lr_g:g}-s{seed}"
-            trials.append(report.Trial(name, name, params={"z_dim": 2, "lr_g": lr_g, "lr_d": 2e-4, "family": "gan",
+            trials.append(model.Trial(name, name, params={"z_dim": 2, "lr_g": lr_g, "lr_d": 2e-4, "family": "gan",
                                                            "seed": seed},
                                        verdict={"verdict": v, "step": 300, "first_seen_step": 250, "reasons": []}))
-    exp = report.Experiment(str(tmp_path), None, trials)
-    assert report.summary(exp) == ("1 of 4 trials collapsed: lr_g 0.001 seed 0 at step 250; "
+    exp = model.Experiment(str(tmp_path), None, trials)
+    assert tables.summary(exp) == ("1 of 4 trials collapsed: lr_g 0.001 seed 0 at step 250; "
                                    "3 healthy: lr_g 0.0001 seed 0, lr_g 0.0001 seed 1, lr_g 0.001 seed 1.")
-    png = report.figure_verdict_heatmap(exp)
+    png = figures.figure_verdict_heatmap(exp)
     with Image.open(io.BytesIO(png)) as im:
         assert im.format == "PNG" and im.size[0] > 400
 
@@ -299,23 +363,110 @@ def test_summary_and_heatmap_for_seeds_and_learning_rates(tmp_path):
 def test_cli_missing_or_empty_experiment_exits_2(tmp_path, capsys):
     from ganray.cli import main as ganray_main
 
-    assert report.main([str(tmp_path / "nope")]) == 2
+    assert cli.main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     _write(tmp_path / "empty" / "config.yaml", _base_cfg(tmp_path).to_yaml())
     assert ganray_main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "has no trials" in err and "trials/<trial>/" in err
-    assert report.main(["s3://"]) == 2  # malformed URI
+    assert cli.main(["s3://"]) == 2  # malformed URI
     assert "malformed storage URI" in capsys.readouterr().err
 
 
 def test_cli_writes_the_report_and_prints_where(tmp_path, capsys):
+    """`ganray report EXP --samples N` regenerates the histograms from the checkpoints with ganray.regenerate."""
     exp = build_experiment(tmp_path)
     (exp / "trials" / "z1-s0" / "checkpoint_000300" / "checkpoint.pt").unlink()  # faster: one histogram to compute
-    assert report.main([str(exp), "--samples", "200"]) == 0
+    assert cli.main([str(exp), "--samples", "200"]) == 0
     assert capsys.readouterr().out.strip() == f"report: {exp / 'report.html'}"
-    assert (exp / "report.html").is_file() and len(_csv_rows(exp)) == 3
+    assert (exp / "report.html").is_file()
+    rows = _csv_rows(exp)
+    assert len(rows) == 3
+    assert rows["z50-s0"]["notes"].splitlines()[2].startswith("class histogram unavailable (CheckpointError")
+    md = (exp / "report.md").read_text()
+    assert "class histogram: 200 samples of G at the step-400 checkpoint, labelled by the mnist classifier" in md
+    assert f"class histogram: 2,000 samples of the step-300 evaluation, labelled by {LABELLER}" in md  # no checkpoint
+    assert cli.main([str(exp), "--samples", "0"]) == 2
+    assert "--samples: must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_help_says_what_samples_does(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "regenerate N samples from each trial's newest checkpoint" in text and "default: the counts" in text
+
+
+def test_writing_the_report_of_a_finished_sweep_leaves_torch_unimported(written, tmp_path):
+    """The report reads the record only: write_report in a fresh interpreter never imports torch."""
+    exp, _ = written
+    code = ("import sys; from ganray.report import write_report; "
+            f"write_report({str(exp)!r}); "
+            "bad = sorted(m for m in ('torch', 'ganray.train', 'ganray.models', 'ganray.families', 'ganray.data', "
+            "'ganray.regenerate') if m in sys.modules); print(bad)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_report_of_an_old_record_without_counts(tmp_path):
+    """A record of an older ganray (metrics.jsonl only, steps as floats, no counts) reads the same,
+    and the report says how to get its histograms."""
+    exp = tmp_path / "old"
+    cfg = _base_cfg(tmp_path)
+    _write(exp / "config.yaml", cfg.to_yaml())
+    t = exp / "trials" / "z1-s0"
+    _write(t / "config.yaml", cfg.replace(**{"model.z_dim": 1}).to_yaml())
+    _write(t / "metrics.jsonl", '{"step": 50.0, "loss_D": NaN}\n{"step": 100.0, "loss_D": 0.4, "fcd": 9.5}\n')
+    _write(t / "verdict.json", json.dumps({"verdict": "garbage", "step": 100, "first_seen_step": 50,
+                                           "reasons": ["FCD 9.5"]}))
+    report.write_report(str(exp))
+    md = (exp / "report.md").read_text()
+    assert "| z1-s0 | 1 |" in md and "produced garbage" in md and "garbage at step 50" in md
+    assert model.NO_COUNTS_TEXT in md and not (exp / "figures" / "class_histograms.png").exists()
+    assert _csv_rows(exp)["z1-s0"]["steps"] == "100" and _csv_rows(exp)["z1-s0"]["notes"] == ""
+
+
+# ---- the record reader ---------------------------------------------------------------------
+
+
+def test_reader_reads_segments_in_order_after_the_legacy_file(written):
+    exp, _ = written
+    rec = reader.read_trial(str(exp), "z10-s0")
+    assert [r["step"] for r in rec.rows] == [50, 100, 150, 200, 250, 300, 350, 400]
+    assert rec.rows[0]["loss_D"] == pytest.approx(0.75) and rec.notes == []
+    assert rec.counts == _counts(HEALTHY_COUNTS, 400)
+    assert [s for s, _ in rec.checkpoints] == [200, 400] and rec.gif_uri.endswith("/fixed_z.gif")
+    assert reader.latest_checkpoint(rec.uri).endswith("checkpoint_000400/checkpoint.pt")
+    assert reader.last_row(rec.uri)["step"] == 400 and reader.read_rows(rec.uri) == rec.rows
+    assert reader.read_verdict(rec.uri)["verdict"] == "healthy"
+    z50 = reader.read_trial(layout.trial_paths(str(exp), "z50-s0"), "z50-s0")
+    assert (z50.config, z50.verdict, reader.read_verdict(z50.uri)) == (None, None, None)
+    assert z50.notes == ["config.yaml missing", "metrics/000000.jsonl: 1 unreadable line(s) skipped"]
+
+
+def test_reader_turns_non_finite_strings_into_floats_and_notes_bad_files(tmp_path):
+    t = tmp_path / "exp" / "trials" / "a"
+    _write(t / layout.metrics_segment(0),
+           '{"step": 1, "fcd": "nan", "kl": "inf", "x": "-inf", "s": "text"}\n[1]\n')
+    _write(t / layout.metrics_segment(1), '{"step": 2, "fcd": 1.5}\n')
+    bad_counts = {"names": ["0"], "counts": [-1]}
+    _write(t / "verdict.json", json.dumps({"verdict": "healthy", "step": 2, "counts": bad_counts}))
+    _write(t / "config.yaml", "model: {z_dim: -3}\n")
+    rec = reader.read_trial(str(tmp_path / "exp"), "a")
+    row = rec.rows[0]
+    assert math.isnan(row["fcd"]) and row["kl"] == math.inf and row["x"] == -math.inf and row["s"] == "text"
+    assert [r["step"] for r in rec.rows] == [1, 2]
+    assert rec.verdict["verdict"] == "healthy" and rec.counts is None and rec.config is None
+    assert rec.notes[0].startswith("config.yaml unreadable (ConfigError")
+    assert rec.notes[1:] == ["metrics/000000.jsonl: 1 unreadable line(s) skipped",
+                             "verdict.json: counts malformed, ignored"]
+    _write(t / "verdict.json", '{"verdict": "fine"')
+    notes = reader.read_trial(str(tmp_path / "exp"), "a").notes
+    assert notes[-1].startswith("verdict.json unreadable (JSONDecodeError")
+    with pytest.raises(reader.ExperimentNotFound, match="does not exist"):
+        reader.read_experiment(str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize("bucket_fixture,server_fixture", [("s3_bucket", "s3_server"), ("gcs_bucket", "gcs_server")])
@@ -330,7 +481,7 @@ def test_report_on_a_bucket(bucket_fixture, server_fixture, request, tmp_path):
     for f in sorted(exp.rglob("*")):
         if f.is_file():
             storage.upload_file(str(f), storage.join(exp_uri, f.relative_to(exp).as_posix()))
-    html_uri = report.write_report(exp_uri, n_samples=200)
+    html_uri = report.write_report(exp_uri, samples=200, regenerate=regenerate)
     assert html_uri == f"{exp_uri}/report.html"
 
     keys = server.objects(bucket_uri.split("://", 1)[1], prefix="ganray/exp/")  # listed by the server's own client
@@ -345,6 +496,6 @@ def test_report_on_a_bucket(bucket_fixture, server_fixture, request, tmp_path):
 
 
 def test_missing_bucket_exits_2(s3_bucket, capsys):
-    assert report.main([f"{s3_bucket}-missing/ganray/exp"]) == 2
+    assert cli.main([f"{s3_bucket}-missing/ganray/exp"]) == 2
     err = capsys.readouterr().err
-    assert "-missing" in err and "bucket does not exist" in err.lower()
+    assert re.search(r"bucket '[^']*-missing' does not exist", err), err  # found by the storage preflight

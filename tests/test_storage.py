@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +14,9 @@ import pytest
 
 from conftest import free_port
 from ganray import storage
+from ganray.config import Config
+from ganray.storage import s3 as s3_backend
+from ganray.storage.retry import Budget, with_retry
 
 KINDS = ["local", "s3", "gs"]
 
@@ -80,7 +85,7 @@ def test_objects_seen_by_native_client_and_pyarrow(request, kind):
 def test_list_files_pages_past_one_listing(s3_bucket):
     """More keys than one S3 LIST page (1000) are all returned."""
     exp = storage.join(s3_bucket, "many")
-    client = storage._s3_client()
+    client = s3_backend.BACKEND.client()
     bucket = s3_bucket.removeprefix("s3://")
     for i in range(1005):
         client.put_object(Bucket=bucket, Key=f"many/k{i:05d}", Body=b"")
@@ -174,9 +179,10 @@ def test_permanent_errors_are_not_retried(request, kind):
     base = request.getfixturevalue("s3_bucket" if kind == "s3" else "gcs_bucket")
     scheme = base.split("://")[0]
     t0 = time.monotonic()
-    with pytest.raises(storage.StorageError, match="cannot write"):
+    with pytest.raises(storage.StorageError, match="cannot write") as e:
         storage.put_bytes(f"{scheme}://no-such-bucket-{free_port()}/x", b"x", retry_sec=60)
     assert time.monotonic() - t0 < 5
+    assert e.value.__cause__ is not None  # the library's error is kept as the root cause
 
 
 def test_retry_budget_from_environment(monkeypatch):
@@ -260,7 +266,7 @@ def test_local_writes_are_readable_by_the_group_and_others_as_open_would_make_th
     """Reports, configs and checkpoints get 0666 less the umask (mkstemp alone gives 0600)."""
     import os
 
-    from ganray import checkpoint
+    from ganray.train import checkpoint
 
     mask = os.umask(0o022)
     os.umask(mask)
@@ -272,3 +278,57 @@ def test_local_writes_are_readable_by_the_group_and_others_as_open_would_make_th
     assert expected == 0o666 & ~mask and expected != 0o600
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == expected
     assert (tmp_path / "c" / "checkpoint.pt").stat().st_mode & 0o777 == expected
+
+
+def test_retry_counts_tries_backs_off_and_keeps_the_last_error():
+    """The one retry loop: transient errors retried up to the budget, then give_up raised from
+    the last error; an error classify does not call transient is raised as it is, at once."""
+    calls = []
+
+    def flaky():
+        calls.append(time.monotonic())
+        raise ConnectionError(f"refused #{len(calls)}")
+
+    def classify(e):
+        return str(e) if isinstance(e, ConnectionError) else None
+
+    with pytest.raises(RuntimeError, match=r"gave up after 3: refused #3") as e:
+        with_retry("fetch", "here", flaky, Budget(tries=3, first_pause_sec=0.01, jitter=0.0), classify,
+                   lambda tries, last: RuntimeError(f"gave up after {tries}: {last}"))
+    assert len(calls) == 3 and isinstance(e.value.__cause__, ConnectionError)
+    assert calls[2] - calls[1] >= calls[1] - calls[0] >= 0.01  # the pause doubles
+
+    def broken():
+        calls.append(0)
+        raise KeyError("not transient")
+
+    calls.clear()
+    with pytest.raises(KeyError):
+        with_retry("fetch", "here", broken, Budget(tries=5, first_pause_sec=0.0), classify,
+                   lambda tries, last: RuntimeError(last))
+    assert calls == [0]
+
+
+# ---- the URI grammar -------------------------------------------------------------------------
+
+
+def test_config_uri_errors_name_the_key():
+    assert storage.config_uri_errors(Config()) == []  # '' storage (the default) and no data.source
+    cfg = Config().replace(**{"storage.uri": "s3:/x", "data.source": "gs://"})
+    errs = storage.config_uri_errors(cfg)
+    assert len(errs) == 2
+    assert errs[0].startswith("storage.uri: malformed storage URI 's3:/x'") and "s3://bucket/prefix" in errs[0]
+    assert errs[1].startswith("data.source: malformed storage URI 'gs://'")
+    assert storage.check_storage_uri("s3://ok-bucket/x", "--out") == []
+    assert storage.check_storage_uri("http://example.com/x", "--out")[0].startswith("--out: malformed")
+    assert storage.check_storage_uri("", "--out")[0].startswith("--out: must be a local path")
+
+
+def test_importing_storage_loads_no_cloud_library(tmp_path):
+    """`ganray validate` and the report of a local sweep import ganray.storage; the backends'
+    libraries (and pyarrow) load only with a URI of their scheme."""
+    code = ("import sys, ganray.storage as s; s.put_bytes(sys.argv[1], b'x'); assert s.read_bytes(sys.argv[1]) == b'x';"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'boto3', 'botocore', 'google', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

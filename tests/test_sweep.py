@@ -24,9 +24,11 @@ import pytest
 
 from conftest import HOST, free_port
 from ganray import storage
+from ganray.artifacts import reader
+from ganray.artifacts.layout import BAD_VERDICTS
 from ganray.collapse import VERDICTS
 from ganray.config import load
-from ganray.sweep import BAD_VERDICTS, grid, trial_name
+from ganray.sweep import grid, trial_name
 from ganray.tensorboard import tensorboard_command
 from test_tensorboard import TensorBoardProcess, _get
 
@@ -59,8 +61,14 @@ def read_json(uri: str) -> dict:
     return json.loads(storage.read_bytes(uri))
 
 
-def read_metrics(uri: str) -> list[dict]:
-    return [json.loads(line) for line in storage.read_bytes(uri).decode().splitlines() if line.strip()]
+def read_metrics(trial_uri: str) -> list[dict]:
+    """The trial's metrics stream (its segments in order), as the reader sees it."""
+    return reader.read_rows(trial_uri)
+
+
+def metrics_files(trial_dir: Path) -> dict[str, tuple[bytes, float]]:
+    """{segment: (bytes, mtime)} of a trial's metrics segments."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime) for p in sorted((trial_dir / "metrics").glob("*.jsonl"))}
 
 
 def check_report(exp: str, trials: list[str]) -> None:
@@ -278,7 +286,7 @@ def test_collapse_stopper_stops_the_collapsing_trial_and_lets_the_healthy_one_fi
     trials = tmp_path / "zdim-mnist-local-smoke" / "trials"
 
     verdict = read_json(str(trials / collapsing / "verdict.json"))
-    rows = read_metrics(str(trials / collapsing / "metrics.jsonl"))
+    rows = read_metrics(str(trials / collapsing))
     # patience 2, evaluations counted from step 150: collapsed at 150 and 300, stopped at 300 of 450
     assert verdict["verdict"] == "collapsed" and verdict.get("stopped_early") is True, verdict
     assert verdict["step"] == 300 and rows[-1]["step"] == 300 < steps, (verdict, rows[-1]["step"])
@@ -287,7 +295,7 @@ def test_collapse_stopper_stops_the_collapsing_trial_and_lets_the_healthy_one_fi
         ["checkpoint_000150", "checkpoint_000300"]  # its last checkpoint is kept
 
     verdict = read_json(str(trials / healthy / "verdict.json"))
-    rows = read_metrics(str(trials / healthy / "metrics.jsonl"))
+    rows = read_metrics(str(trials / healthy))
     assert rows[-1]["step"] == steps and verdict["step"] == steps, (verdict, rows[-1]["step"])
     assert not verdict.get("stopped_early") and verdict["verdict"] not in BAD_VERDICTS, verdict
 
@@ -327,11 +335,10 @@ def _registered_steps(trial_dir: Path) -> list[int]:
 
 
 def _last_step(trial_dir: Path) -> int:
-    f = trial_dir / "metrics.jsonl"
-    if not f.is_file():
+    if not (trial_dir / "metrics").is_dir():
         return 0
-    lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return int(lines[-1]["step"]) if lines else 0
+    rows = reader.read_rows(str(trial_dir))
+    return int(rows[-1]["step"]) if rows else 0
 
 
 def _process_tree(pid: int) -> list[psutil.Process]:
@@ -387,8 +394,7 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
             except psutil.NoSuchProcess:
                 pass
 
-    first_before = {"metrics": (trials / first / "metrics.jsonl").read_bytes(),
-                    "mtime": (trials / first / "metrics.jsonl").stat().st_mtime,
+    first_before = {"metrics": metrics_files(trials / first),
                     "checkpoints": _checkpoints(trials / first),
                     "verdict": (trials / first / "verdict.json").read_bytes()}
     assert first_before["checkpoints"], "the finished trial kept no checkpoint"
@@ -398,12 +404,11 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
     assert r.returncode == 0, tail(r)
     assert "resuming  the sweep stored at" in r.stdout, tail(r)  # said on the console
     # the finished trial was not run again: its files are untouched
-    assert (trials / first / "metrics.jsonl").read_bytes() == first_before["metrics"]
-    assert (trials / first / "metrics.jsonl").stat().st_mtime == first_before["mtime"]
+    assert first_before["metrics"] and metrics_files(trials / first) == first_before["metrics"]
     assert _checkpoints(trials / first) == first_before["checkpoints"]
     assert (trials / first / "verdict.json").read_bytes() == first_before["verdict"]
     # the unfinished one went on from its newest checkpoint: every step once, new lines after it
-    rows = read_metrics(str(trials / second / "metrics.jsonl"))
+    rows = read_metrics(str(trials / second))
     logged = [int(row["step"]) for row in rows]
     assert logged == list(range(every, steps + every, every)), logged
     new = [int(row["step"]) for row in rows if row["time"] > killed_at]

@@ -1,10 +1,17 @@
 """Sweep building blocks without Ray: grids, trial names, the collapse stopper, bad specs."""
 from __future__ import annotations
 
+import runpy
+import sys
+from pathlib import Path
+
 import pytest
 
 from ganray import sweep
-from ganray.config import ConfigError, load
+from ganray.args import job_config
+from ganray.config import load
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_grid_is_the_product_of_the_axes():
@@ -56,19 +63,19 @@ def test_collapse_stopper_needs_patience_bad_evaluations_in_a_row():
     young = sweep.CollapseStopper(patience=1, grace_steps=300)
     assert not young(100, {"verdict": "garbage"}) and not young(200, {"verdict": "garbage"})
     assert young(300, {"verdict": "garbage"})
-    never = sweep.make_should_stop(load(None, ["sweep.stopper=false"]))
-    assert not any(never(i, {"verdict": "collapsed"}) for i in range(10))
+    assert sweep.make_should_stop(load(None, ["sweep.stopper=false"])) is None  # trials run to the end
 
 
 def test_resuming_a_sweep_with_another_config_exits_2_and_leaves_the_experiment_alone(tmp_path, capsys):
     """`--smoke` first and then the full sweep in the same folder used to resume the smoke sweep and
     report its 6-step trials as the 600-step results. Smoke runs have an experiment of their own now,
     and a resume with another config is refused before anything is written."""
+    import argparse
+
     import yaml
 
     from ganray import sweep
-    from ganray.cli import config_from_args, add_config_args
-    import argparse
+    from ganray.args import add_config_args, config_from_args
 
     p = argparse.ArgumentParser()
     add_config_args(p)
@@ -88,3 +95,70 @@ def test_resuming_a_sweep_with_another_config_exits_2_and_leaves_the_experiment_
     # the same config again, and a changed concurrency, pass the check
     (exp / "config.yaml").write_text(yaml.safe_dump(full.to_dict()))
     sweep._check_same_sweep(full.replace(**{"sweep.max_concurrent_trials": 3}), str(exp))
+
+
+def test_a_failure_during_the_sweep_exits_1(tmp_path, monkeypatch, capsys):
+    def run_sweep(cfg, write_report=True):
+        raise FileNotFoundError(2, "No such file or directory", "trials/z1-s0/verdict.json")
+
+    monkeypatch.setattr(sweep, "run_sweep", run_sweep)
+    monkeypatch.setattr(sweep, "_shutdown_ray", lambda: None)
+    assert sweep.main(["--smoke", "--storage", str(tmp_path), "--verbose"]) == 1
+    assert "error: run failed: [Errno 2] No such file or directory" in capsys.readouterr().err
+
+
+def test_a_missing_sweep_config_is_bad_input(tmp_path, capsys):
+    assert sweep.main(["--config", str(tmp_path / "nope.yaml"), "--storage", str(tmp_path)]) == 2
+    assert "nope.yaml: config file not found" in capsys.readouterr().err
+
+
+# ---- the jobs: which preset, which grid (no sweep runs) --------------------------------------------
+
+
+def _job(name: str, monkeypatch) -> dict:
+    """What jobs/<name> passes to ganray.sweep.main."""
+    seen: dict = {}
+    monkeypatch.setattr(sweep, "main", lambda argv=None, **kw: seen.update(kw) or 0)
+    monkeypatch.setattr(sys, "argv", [name])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "jobs" / name), run_name="__main__")
+    return seen
+
+
+def _resolve(job: dict, argv: list[str]):
+    return job_config(sweep.parser().parse_args(argv), job.get("preset"), job.get("keep_grid", False))
+
+
+LR_GRID = (5e-5, 2e-4, 8e-4)
+
+
+def test_sweep_lr_keeps_its_grid_over_a_config_that_sets_none(tmp_path, monkeypatch):
+    job = _job("sweep_lr.py", monkeypatch)
+    cfg, note = _resolve(job, ["--storage", str(tmp_path)])
+    assert cfg.experiment.name == "lr-mnist-local" and note is None
+    assert (cfg.sweep.lr_g, cfg.sweep.lr_d, cfg.sweep.z_dim, cfg.model.z_dim) == (LR_GRID, LR_GRID, (), 10)
+    zdim = str(ROOT / "configs" / "zdim_mnist.yaml")  # a z_dim sweep: it sets no learning-rate grid
+    cfg, note = _resolve(job, ["--config", zdim, "--storage", str(tmp_path)])
+    assert cfg.experiment.name == "zdim-mnist" and cfg.data.dataset == "mnist" and cfg.model.z_dim == 100
+    assert (cfg.sweep.lr_g, cfg.sweep.lr_d, cfg.sweep.z_dim) == (LR_GRID, LR_GRID, ())
+    assert len(sweep.grid(cfg)) == 9
+    assert note == (f"{zdim} sets no sweep.lr_g or sweep.lr_d: sweeping this job's grid "
+                    "(sweep.lr_g 5e-05, 0.0002, 0.0008; sweep.lr_d 5e-05, 0.0002, 0.0008)")
+    # a config (or --set) with a learning-rate grid of its own: that grid runs, and the line says why
+    own = tmp_path / "own.yaml"
+    own.write_text("sweep: {lr_g: [1.0e-4, 3.0e-4]}\n")
+    cfg, note = _resolve(job, ["--config", str(own)])
+    assert cfg.sweep.lr_g == (1e-4, 3e-4) and cfg.sweep.lr_d == () and cfg.sweep.z_dim == (1, 2, 10, 50, 100)
+    assert note == f"{own} sets sweep.lr_g: its own grid is swept, not this job's"
+    cfg, note = _resolve(job, ["--config", zdim, "--set", "sweep.lr_d=[1.0e-3]"])
+    assert cfg.sweep.lr_d == (1e-3,) and cfg.sweep.lr_g == () and "sets sweep.lr_d: its own grid" in note
+
+
+def test_the_other_jobs_run_their_presets(tmp_path, monkeypatch):
+    embedded, _ = _resolve({}, ["--storage", str(tmp_path)])  # `ganray sweep`: the embedded defaults
+    zdim, note = _resolve(_job("sweep_zdim.py", monkeypatch), ["--storage", str(tmp_path)])
+    assert zdim == embedded and zdim.experiment.name == "zdim-mnist-local" and note is None
+    cmp, _ = _resolve(_job("compare_vae_gan.py", monkeypatch), ["--storage", str(tmp_path)])
+    assert cmp.experiment.name == "compare-vae-gan-local" and cmp.data.classes == (5, 7)
+    assert (cmp.sweep.family, cmp.sweep.seeds, cmp.sweep.z_dim, cmp.sweep.stopper) == (("gan", "vae"), (0, 1), (), False)
+    assert (cmp.model.z_dim, cmp.train.steps, cmp.eval.n) == (100, 400, 1000)

@@ -1,4 +1,4 @@
-"""TensorBoard on the bucket: event files written by TrialArtifacts into the real S3 (moto) and
+"""TensorBoard on the bucket: event files written by the trial recorder into the real S3 (moto) and
 GCS (emulator) servers are served by a real `tensorboard` process through its HTTP API, every
 trial a run; `ganray tensorboard` carries the endpoints over and rejects bad storage."""
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 
 from conftest import free_port
 from ganray import tensorboard as gtb
-from ganray.artifacts import TrialArtifacts
+from ganray.artifacts import layout
+from ganray.artifacts.recorder import TrialRecorder
 
 TB_WAIT_SEC = 120.0  # TensorBoard's start-up on a busy 2-core machine, plus its reload interval
 
@@ -78,9 +79,9 @@ def _loss_g(trial: int, step: int) -> float:
 
 def _write_trials(exp: str, trials: int, steps: range, **kw) -> None:
     for t in range(trials):
-        with TrialArtifacts(f"{exp}/trials/t{t}", f"{exp}/tensorboard/t{t}", **kw) as art:
+        with TrialRecorder(layout.trial_paths(exp, f"t{t}"), **kw) as art:
             for step in steps:
-                art.scalars(step, {"loss_G": _loss_g(t, step), "d_acc_real": 0.5})
+                art.row(step, {"loss_G": _loss_g(t, step), "d_acc_real": 0.5})
 
 
 def test_tensorboard_reads_s3_while_the_run_writes(s3_bucket):
@@ -94,10 +95,10 @@ def test_tensorboard_reads_s3_while_the_run_writes(s3_bucket):
     with TensorBoardProcess(argv) as tb:
         tb.wait_for(lambda: "t0" in tb.tags(), "run t0")
         # t1 is written while TensorBoard polls: the open file is re-sent, then rotated (k = 3 ticks per file).
-        with TrialArtifacts(f"{exp}/trials/t1", f"{exp}/tensorboard/t1", upload_every_sec=0.3,
+        with TrialRecorder(layout.trial_paths(exp, "t1"), upload_every_sec=0.3,
                             rotate_every_sec=0.9) as art:
             for step in range(40):
-                art.scalars(step, {"loss_G": _loss_g(1, step), "d_acc_real": 0.5})
+                art.row(step, {"loss_G": _loss_g(1, step), "d_acc_real": 0.5})
                 if step == 10:
                     tb.wait_for(lambda: "t1" in tb.tags(), "run t1 while it is written")
                 time.sleep(0.05)
@@ -118,7 +119,7 @@ def test_ganray_tensorboard_on_gcs(gcs_bucket):
     with TensorBoardProcess(argv) as tb:
         tb.wait_for(lambda: {"t0", "t1"} <= set(tb.tags()), "runs t0 and t1")
         for t in (0, 1):
-            got = tb.wait_for(lambda: (s := tb.scalars(f"t{t}", "loss_G")) and len(s) == 6 and s, f"t{t}")
+            got = tb.wait_for(lambda t=t: (s := tb.scalars(f"t{t}", "loss_G")) and len(s) == 6 and s, f"t{t}")
             assert got == [(s, _loss_g(t, s)) for s in range(6)]
 
 

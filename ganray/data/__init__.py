@@ -9,10 +9,11 @@ from typing import Callable
 
 import torch
 
-from ganray.config import DataConfig
+from ganray.config import DataConfig, is_2d
+from ganray.exits import BadInput
 
 
-class DataError(ValueError):
+class DataError(BadInput, ValueError):
     """A dataset cannot be read: missing files, bad checksum, unknown class. Exit code 2."""
 
 
@@ -85,6 +86,21 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
         keep = torch.randperm(len(ds), generator=split_generator(cfg.seed, split))[: cfg.n_train].sort().values
         ds = replace(ds, x=ds.x[keep], y=ds.y[keep])
     return ds
+
+
+# Shape of one image of each image dataset; every 2-D mixture's example is a point (2,).
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def example_shape(dataset: str) -> tuple[int, ...]:
+    """The shape of one example of `dataset`, known without loading it: what G is rebuilt with
+    from a checkpoint (the loaders' Dataset.shape agrees; a test checks)."""
+    if is_2d(dataset):
+        return (2,)
+    if dataset not in IMAGE_SHAPES:
+        raise DataError(f"data.dataset: no known example shape for {dataset!r}")
+    return IMAGE_SHAPES[dataset]
 
 
 SPLITS = ("train", "test")

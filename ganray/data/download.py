@@ -9,7 +9,7 @@ Where a file comes from, in order:
      (e.g. GANRAY_MIRROR_FASHION_MNIST), else the official locations in `MIRRORS`.
 
 A download streams into a temporary file in the cache folder, checks the size and sha256
-from `CHECKSUMS`, and only then is renamed into place (os.replace), so the cache never
+from `CHECKSUMS`, and only then is renamed into place (storage.atomic_local_write), so the cache never
 holds a partial or corrupt file. Transient network errors are retried; a 404 moves on to
 the next mirror. Every function that checks hashes takes a `checksums` table, so tests
 (and users of a private copy) can inject their own.
@@ -22,8 +22,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,7 +31,8 @@ import pyarrow.fs as pafs
 
 from ganray.config import DataConfig
 from ganray.data import DataError
-from ganray.storage import filesystem, join
+from ganray.storage import atomic_local_write, filesystem, join
+from ganray.storage.retry import Budget, with_retry
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ CHECKSUMS: dict[str, dict[str, Expected]] = {
 }
 
 RETRIES = 2  # extra attempts per URL after a transient error
-BACKOFF_SEC = 2.0  # sleep before retry i: BACKOFF_SEC * 2**i
+BACKOFF_SEC = 2.0  # the first pause (then doubling, with jitter: ganray.storage.retry)
 TIMEOUT_SEC = 60.0  # socket timeout per read
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "ganray-data/0.1 (python-urllib)"
@@ -179,32 +178,27 @@ def fetch(
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the cache folder {dest.parent} (data.cache_dir / $GANRAY_CACHE): {e}") from None
-    last = ""
-    for attempt in range(retries + 1):
-        if attempt:
-            delay = backoff_sec * 2 ** (attempt - 1)
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, delay)
-            time.sleep(delay)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        tmp_path = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as tmp:
-                n, sha = _stream_to(url, tmp, expected, timeout)
-            if n != expected.size:
-                raise DataError(f"download failed: {url}: got {n} bytes, expected {expected.size}")
-            if sha != expected.sha256.lower():
-                raise ChecksumError(
-                    f"checksum mismatch for {url}: expected sha256 {expected.sha256.lower()}, got {sha} "
-                    "(file discarded; a stale mirror or a tampered file)"
-                )
-            os.replace(tmp_path, dest)
-            log.info("%s: verified sha256 %s, saved to %s", url, sha, dest)
-            return dest
-        except _Transient as e:
-            last = str(e)
-        finally:
-            tmp_path.unlink(missing_ok=True)
-    raise DataError(f"download failed: {url}: {last} (gave up after {retries + 1} attempts)")
+
+    def verified_copy(tmp) -> None:  # raising here leaves no file (atomic_local_write)
+        n, sha = _stream_to(url, tmp, expected, timeout)
+        if n != expected.size:
+            raise DataError(f"download failed: {url}: got {n} bytes, expected {expected.size}")
+        if sha != expected.sha256.lower():
+            raise ChecksumError(
+                f"checksum mismatch for {url}: expected sha256 {expected.sha256.lower()}, got {sha} "
+                "(file discarded; a stale mirror or a tampered file)"
+            )
+
+    def attempt() -> Path:
+        atomic_local_write(str(dest), verified_copy)
+        log.info("%s: verified sha256 %s, saved to %s", url, expected.sha256.lower(), dest)
+        return dest
+
+    return with_retry(
+        "download", url, attempt, Budget(tries=retries + 1, first_pause_sec=backoff_sec),
+        classify=lambda e: str(e) if isinstance(e, _Transient) else None,  # DataError: at once
+        give_up=lambda tries, last: DataError(f"download failed: {url}: {last} (gave up after {tries} attempts)"),
+        logger=log)
 
 
 # ---- data.source / cache / download ----------------------------------------------------

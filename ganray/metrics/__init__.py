@@ -1,18 +1,26 @@
 """Metrics registry: every metric is a function of the generated samples (and cached reference
 statistics of the real data) returning flat `{name: float}`.
 
-    @register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_real_features=True)
+What each built-in metric is — its name, every key it can report (signals), the data kinds it
+applies to, whether it needs the reference classifier — is written once, in `SPECS` below, so
+that a config can be checked (`config_metric_errors`, called by `ganray.args.load_config`)
+without importing torch. The function itself lives in the spec's module, which registers it
+with a bare decorator; `get_metric` imports that module on first use:
+
+    @register_metric  # name, signals, kinds: ganray.metrics.SPECS
     def fcd(inp: MetricInputs) -> dict[str, float]: ...
 
-`metric_names()` lists the registered metrics and `signal_names(metrics)` every scalar key
-those metrics can report; `ganray.config` calls both to check `eval.metrics` and
-`sweep.asha_metric` when a config loads. Importing this package imports the metric modules
-(torch and small helpers), never trains or loads a classifier.
+A metric not in SPECS (a plugin, a test) describes itself in the decorator:
+`@register_metric(signals=("a", "b"), kinds=IMAGE_KINDS, needs_features=True)`.
+Importing this package imports nothing heavy.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+
+from ganray.config import Config, did_you_mean, is_2d
 
 if TYPE_CHECKING:
     from ganray.metrics.inputs import MetricInputs
@@ -26,80 +34,127 @@ MetricFn = Callable[["MetricInputs"], dict[str, float]]
 
 
 @dataclass(frozen=True)
-class Metric:
+class MetricSpec:
     name: str
-    fn: MetricFn
-    signals: tuple[str, ...]  # every key fn can return
+    signals: tuple[str, ...]  # every key the function can return
     kinds: tuple[str, ...]  # data kinds it applies to; elsewhere it is skipped
     needs_features: bool  # needs the reference classifier (features / labels of samples)
     needs_real_features: bool  # needs the real data's features (FCD, PRDC), computed once per run
+    module: str | None  # where the function is registered; None: registered with its spec
 
 
-_METRICS: dict[str, Metric] = {}
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: MetricFn
+    signals: tuple[str, ...]
+    kinds: tuple[str, ...]
+    needs_features: bool
+    needs_real_features: bool
+
+
+def _spec(name: str, signals: tuple[str, ...], kinds: tuple[str, ...], *, features: bool = False,
+          real_features: bool = False) -> MetricSpec:
+    return MetricSpec(name, signals, kinds, features or real_features, real_features, f"ganray.metrics.{name}")
+
+
+# The built-in metrics (docs/metrics.md says what each measures).
+SPECS: dict[str, MetricSpec] = {s.name: s for s in (
+    _spec("class_coverage", ("classes_covered", "covered_share", "kl_uniform", "max_class_share", "mean_confidence"),
+          IMAGE_KINDS, features=True),
+    _spec("fcd", ("fcd",), IMAGE_KINDS, real_features=True),
+    _spec("fixed_z_flip_rate", ("fixed_z_flip_rate",), ALL_KINDS, features=True),
+    _spec("mixture_coverage", ("modes_covered", "hq_share", "reverse_kl"), (POINTS,)),
+    _spec("near_real", ("near_real_share",), IMAGE_KINDS, real_features=True),
+    _spec("prdc", ("precision", "recall", "density", "coverage"), IMAGE_KINDS, real_features=True),
+    _spec("sample_diversity", ("spread_ratio", "duplicate_share"), ALL_KINDS),
+    _spec("training_signals", ("nonfinite_stats", "loss_D_rel_range", "loss_G_rel_range", "d_acc_range",
+                               "d_acc_mean", "m_global_trend"), ALL_KINDS),
+)}
+_FUNCS: dict[str, MetricFn] = {}
 
 
 def register_metric(
     fn: MetricFn | None = None,
     *,
     signals: tuple[str, ...] | None = None,
-    kinds: tuple[str, ...] = ALL_KINDS,
+    kinds: tuple[str, ...] | None = None,
     needs_features: bool = False,
     needs_real_features: bool = False,
 ):
-    """Register `fn` under its own name. Bare `@register_metric` reports one key, the name."""
+    """Register `fn` under its own name. A built-in metric (in SPECS) takes no arguments: its
+    spec says the rest. Another bare `@register_metric` reports one key, the name."""
+    described = signals is not None or kinds is not None or needs_features or needs_real_features
 
     def deco(f: MetricFn) -> MetricFn:
-        if f.__name__ in _METRICS and _METRICS[f.__name__].fn is not f:
-            raise ValueError(f"metric {f.__name__!r} registered twice")
-        bad = [k for k in kinds if k not in ALL_KINDS]
-        if bad:
-            raise ValueError(f"metric {f.__name__!r}: unknown kinds {bad}; allowed: {', '.join(ALL_KINDS)}")
-        _METRICS[f.__name__] = Metric(f.__name__, f, tuple(signals or (f.__name__,)), tuple(kinds),
-                                      needs_features or needs_real_features, needs_real_features)
+        name = f.__name__
+        builtin = name in SPECS and SPECS[name].module is not None
+        if builtin and described:
+            raise ValueError(f"metric {name!r} is described in ganray.metrics.SPECS; register it bare")
+        if name in _FUNCS and _FUNCS[name] is not f:
+            raise ValueError(f"metric {name!r} registered twice")
+        if not builtin:
+            bad = [k for k in (kinds or ALL_KINDS) if k not in ALL_KINDS]
+            if bad:
+                raise ValueError(f"metric {name!r}: unknown kinds {bad}; allowed: {', '.join(ALL_KINDS)}")
+            SPECS[name] = MetricSpec(name, tuple(signals or (name,)), tuple(kinds or ALL_KINDS),
+                                     needs_features or needs_real_features, needs_real_features, None)
+        _FUNCS[name] = f
         return f
 
     return deco(fn) if fn is not None else deco
 
 
-def _import_all() -> None:
-    from ganray.metrics import (  # noqa: F401, PLC0415  (each module registers its metric)
-        class_coverage,
-        fcd,
-        fixed_z_flip_rate,
-        mixture_coverage,
-        near_real,
-        prdc,
-        sample_diversity,
-        training_signals,
-    )
-
-
 def metric_names() -> tuple[str, ...]:
-    _import_all()
-    return tuple(_METRICS)
+    return tuple(SPECS)
 
 
 def get_metric(name: str) -> Metric:
-    _import_all()
-    if name not in _METRICS:
-        raise KeyError(f"unknown metric {name!r}; allowed: {', '.join(_METRICS)}")
-    return _METRICS[name]
+    """The metric with its function (importing its module, and so torch, on first use)."""
+    if name not in SPECS:
+        raise KeyError(f"unknown metric {name!r}; allowed: {', '.join(SPECS)}")
+    spec = SPECS[name]
+    if name not in _FUNCS and spec.module is not None:
+        importlib.import_module(spec.module)  # its @register_metric fills _FUNCS[name]
+    if name not in _FUNCS:
+        raise KeyError(f"metric {name!r}: {spec.module} registers no function of that name")
+    return Metric(name, _FUNCS[name], spec.signals, spec.kinds, spec.needs_features, spec.needs_real_features)
 
 
 def signal_names(metrics: tuple[str, ...]) -> set[str]:
     """Every scalar key the named metrics can report (unknown names contribute nothing)."""
-    _import_all()
-    return {s for m in metrics if m in _METRICS for s in _METRICS[m].signals}
+    return {s for m in metrics if m in SPECS for s in SPECS[m].signals}
 
 
 def applicable_metrics(dataset: str, metrics: tuple[str, ...]) -> tuple[str, ...]:
     """The named metrics that apply to `dataset` (e.g. fcd does not apply to ring8)."""
     kind = data_kind(dataset)
-    return tuple(m for m in metrics if kind in get_metric(m).kinds)
+    return tuple(m for m in metrics if kind in SPECS[m].kinds)
 
 
 def data_kind(dataset: str) -> str:
-    """"2d" for ring8/grid25, "stacked" for stacked-mnist, else "image"."""
-    if dataset in ("ring8", "grid25"):
+    """"2d" for the 2-D mixtures, "stacked" for stacked-mnist, else "image"."""
+    if is_2d(dataset):
         return POINTS
     return STACKED if dataset == "stacked-mnist" else IMAGE
+
+
+def config_metric_errors(cfg: Config) -> list[str]:
+    """Errors in eval.metrics (unknown names, none applies to the dataset) and in
+    sweep.asha_metric (not a key the chosen metrics report)."""
+    errs = []
+    known = metric_names()
+    for i, m in enumerate(cfg.eval.metrics):
+        if m not in known:
+            errs.append(f"eval.metrics[{i}]: unknown metric {m!r}{did_you_mean(m, known)}; allowed: {', '.join(known)}")
+    if not errs and cfg.eval.metrics and not applicable_metrics(cfg.data.dataset, cfg.eval.metrics):
+        errs.append(f"eval.metrics: none of {', '.join(cfg.eval.metrics)} applies to data.dataset "
+                    f"{cfg.data.dataset!r} (2D mixtures: mixture_coverage; images: class_coverage, fcd, ...)")
+    if cfg.sweep.asha:
+        reportable = signal_names(cfg.eval.metrics)
+        if cfg.sweep.asha_metric not in reportable:
+            errs.append(
+                f"sweep.asha_metric: unknown metric {cfg.sweep.asha_metric!r}"
+                f"{did_you_mean(cfg.sweep.asha_metric, reportable)}; allowed: {', '.join(sorted(reportable))}"
+            )
+    return errs

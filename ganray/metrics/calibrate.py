@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ganray.config import Config, DataConfig, from_dict
+from ganray.config import TWO_D_DATASETS, Config, DataConfig, from_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def with_replacement(x: Tensor, n: int, g: torch.Generator) -> Tensor:
 def jittered(x: Tensor, n: int, g: torch.Generator) -> Tensor:
     """n digits drawn with replacement from x, each randomly shifted (±2 px) and rotated (±10°):
     more held-out digits than there are, without exact copies."""
-    from ganray.metrics.classifier import augment  # noqa: PLC0415
+    from ganray.metrics.classifier.training import augment  # noqa: PLC0415
 
     return augment(with_replacement(x, n, g), g)
 
@@ -93,7 +93,7 @@ def image_cases() -> list[Case]:
         Case("three digits (1, 4, 7)", "mnist5k", ("partial_collapse", "collapsed"),
              lambda g: jittered(digits_of(x, y, (1, 4, 7)), 500, g)),
         *[Case(f"one digit ({d}): its 500 mnist5k digits", "mnist5k", ("collapsed",),
-               (lambda d: lambda g: digits_of(x_all, y_all, (d,)))(d)) for d in range(10)],
+               lambda g, d=d: digits_of(x_all, y_all, (d,))) for d in range(10)],
         Case("one digit (2), held-out, jittered", "mnist5k", ("collapsed",), lambda g: jittered(digits_of(x, y, (2,)), 500, g)),
         Case("uniform noise U(-1, 1)", "mnist5k", ("garbage",), lambda g: torch.rand(500, 1, 28, 28, generator=g) * 2 - 1),
         Case("Gaussian noise", "mnist5k", ("garbage",), lambda g: (torch.randn(500, 1, 28, 28, generator=g) * 0.5).clamp(-1, 1)),
@@ -133,7 +133,7 @@ def mixture_cases() -> list[Case]:
         return make
 
     out = []
-    for name in ("ring8", "grid25"):
+    for name in TWO_D_DATASETS:
         out += [
             Case(f"{name}, true mixture (2,500)", name, ("healthy",), lambda g, name=name: sample_mixture(name, 2500, g)[0]),
             Case(f"{name}, 3 of the modes", name, ("collapsed",), only(name, (0, 1, 2))),

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ganray.metrics import IMAGE_KINDS, STACKED, register_metric
+from ganray.metrics import STACKED, register_metric
 from ganray.metrics.inputs import MetricInputs, kl_to_uniform
 
 MIN_SHARE_OF_UNIFORM = 0.1  # a class counts when it holds ≥ 10% of its uniform share N/K
@@ -31,6 +31,16 @@ def class_histogram(labels: torch.Tensor, num_classes: int, classes: torch.Tenso
     return torch.bincount(labels, minlength=num_classes)[:num_classes]
 
 
+def counts_record(counts: torch.Tensor, n: int, stacked: bool, classes: torch.Tensor | None = None) -> dict:
+    """The record's form of a histogram of n samples: {"of", "names", "counts", "n"} (stacked: modes
+    "000".."999"; a class subset: its labels, and samples labelled outside it are in no count)."""
+    names = ([f"{k:03d}" for k in range(counts.numel())] if stacked
+             else [str(int(c)) for c in classes] if classes is not None
+             else [str(k) for k in range(counts.numel())])
+    return {"of": "modes" if stacked else "classes", "names": names, "counts": [int(c) for c in counts],
+            "n": int(n)}
+
+
 def covered(counts: torch.Tensor, n: int, stacked: bool) -> torch.Tensor:
     """Mask of the classes with ≥ MIN_SHARE_OF_UNIFORM·n/K samples (stacked: ≥ 1 sample) [K]."""
     if stacked:
@@ -38,15 +48,13 @@ def covered(counts: torch.Tensor, n: int, stacked: bool) -> torch.Tensor:
     return counts >= MIN_SHARE_OF_UNIFORM * n / counts.numel()
 
 
-@register_metric(
-    signals=("classes_covered", "covered_share", "kl_uniform", "max_class_share", "mean_confidence"),
-    kinds=IMAGE_KINDS,
-    needs_features=True,
-)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def class_coverage(inp: MetricInputs) -> dict[str, float]:
     lab = inp.labelled
     counts = class_histogram(lab.labels, inp.ref.num_modes, inp.ref.classes)  # [K]
     mask = covered(counts, inp.n, inp.ref.kind == STACKED)
+    # the evidence behind the numbers, for the record (verdict.json) and the report's histogram
+    inp.shared["counts"] = counts_record(counts, inp.n, inp.ref.kind == STACKED, inp.ref.classes)
     return {
         "classes_covered": float(mask.sum()),
         "covered_share": float(counts[mask].sum()) / inp.n,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ganray.metrics import IMAGE_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs, Reference
 
 
@@ -37,7 +37,7 @@ def _sqrt_sigma_real(ref: Reference) -> torch.Tensor:
     return ref.cache["sqrt_sigma_real"]
 
 
-@register_metric(signals=("fcd",), kinds=IMAGE_KINDS, needs_real_features=True)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def fcd(inp: MetricInputs) -> dict[str, float]:
     f = inp.labelled.features.double()  # [N, d]
     if f.shape[0] < 2:

@@ -6,13 +6,13 @@ keeps the previous predictions in `MetricInputs.state`.
 """
 from __future__ import annotations
 
-from ganray.metrics import ALL_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs
 
 STATE_KEY = "fixed_z_labels"
 
 
-@register_metric(kinds=ALL_KINDS, needs_features=True)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def fixed_z_flip_rate(inp: MetricInputs) -> dict[str, float]:
     if inp.fixed_samples is None or inp.fixed_samples.shape[0] == 0:
         return {}

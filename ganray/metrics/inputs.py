@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ganray.metrics import IMAGE, POINTS, STACKED, data_kind
-from ganray.metrics.classifier import Classifier, embed
+from ganray.metrics.classifier.model import Classifier, embed
 
 log = logging.getLogger(__name__)
 

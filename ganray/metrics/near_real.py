@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ganray.metrics import IMAGE_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs
 
 REAL_QUANTILE = 0.95
@@ -24,7 +24,7 @@ def nearest_real_distance(fake: torch.Tensor, real: torch.Tensor, chunk: int = 2
     return torch.cat([torch.cdist(fake[j : j + chunk], real).min(1).values for j in range(0, fake.shape[0], chunk)])
 
 
-@register_metric(signals=("near_real_share",), kinds=IMAGE_KINDS, needs_real_features=True)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def near_real(inp: MetricInputs) -> dict[str, float]:
     ref = inp.ref
     if "near_real_q" not in ref.cache:

@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from ganray.metrics import IMAGE_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs, knn_radii
 
 
@@ -55,7 +55,7 @@ def compute_prdc(real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tenso
     }
 
 
-@register_metric(signals=("precision", "recall", "density", "coverage"), kinds=IMAGE_KINDS, needs_real_features=True)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def prdc(inp: MetricInputs) -> dict[str, float]:
     ref = inp.ref
     k = ref.prdc_k

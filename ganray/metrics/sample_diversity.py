@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ganray.metrics import ALL_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs, Reference
 
 MAX_SAMPLES = 1000
@@ -51,7 +51,7 @@ def real_nn_threshold(ref: Reference, m: int, seed: int) -> tuple[float, float]:
     return ref.cache[key]
 
 
-@register_metric(signals=("spread_ratio", "duplicate_share"), kinds=ALL_KINDS)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def sample_diversity(inp: MetricInputs) -> dict[str, float]:
     if inp.n < 2:
         raise ValueError(f"sample_diversity needs at least 2 samples, got {inp.n}")

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from ganray.metrics import ALL_KINDS, register_metric
+from ganray.metrics import register_metric
 from ganray.metrics.inputs import MetricInputs
 
 EPS_LOSS = 1e-3  # denominators below this count as "loss ≈ 0"
@@ -50,10 +50,7 @@ def linear_trend(steps: list[float], y: list[float]) -> float:
     return b * float(s.max() - s.min()) / max(abs(float(v.mean())), EPS_LOSS)
 
 
-@register_metric(
-    signals=("nonfinite_stats", "loss_D_rel_range", "loss_G_rel_range", "d_acc_range", "d_acc_mean", "m_global_trend"),
-    kinds=ALL_KINDS,
-)
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
 def training_signals(inp: MetricInputs) -> dict[str, float]:
     history = inp.history or []
     out = {"nonfinite_stats": float(sum(_nonfinite(e) for e in history))}

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ganray import storage
 from ganray.config import Config, ConfigError, from_dict
+from ganray.exits import BadInput
 
 FILENAME = "checkpoint.pt"
 # What must match between a checkpoint and the config that resumes or evaluates it.
@@ -25,7 +28,7 @@ COMPATIBLE_KEYS = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInput, ValueError):
     """A checkpoint that cannot be read or does not fit the config. Exit code 2."""
 
 
@@ -36,39 +39,29 @@ def to_bytes(state: dict[str, Any]) -> bytes:
 
 
 def save(state: dict[str, Any], path: str | os.PathLike) -> str:
-    """Atomically write `state` to a local path or a bucket URI; returns where it went."""
-    from ganray import storage
-
-    path, data = str(path), to_bytes(state)
-    if path.startswith(("s3://", "gs://")):
-        storage.put_bytes(path, data)  # one PUT: an object is whole or absent
-    else:  # a temp file renamed into place (an OSError, e.g. a full disk, is a failure of the run: exit 1)
-        storage.atomic_local_write(os.path.expanduser(path), lambda f: f.write(data))
+    """Atomically write `state` to a local path or a bucket URI (one PUT, or a temp file renamed
+    into place); returns where it went. An OSError (a full disk) is a failure of the run: exit 1."""
+    path = str(path)
+    storage.put_bytes(path, to_bytes(state))
     return path
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file (local path, bucket URI, or a directory holding checkpoint.pt)."""
+    """Read a checkpoint file (local path, bucket URI, or a folder holding checkpoint.pt). A file
+    that is not a ganray checkpoint is bad input (CheckpointError); a storage outage stays a
+    StorageError (a failure, not a verdict on the file)."""
     path = str(path)
+    if not path.endswith(".pt") and (path.startswith(("s3://", "gs://")) or Path(path).is_dir()):
+        path = storage.join(path, FILENAME)
     try:
-        if path.startswith(("s3://", "gs://")):
-            from ganray.storage import read_bytes
-
-            if not path.endswith(".pt"):
-                path = path.rstrip("/") + "/" + FILENAME
-            data = read_bytes(path)
-        else:
-            p = Path(path)
-            if p.is_dir():
-                p = p / FILENAME
-            if not p.is_file():
-                raise CheckpointError(f"{path}: checkpoint not found")
-            data = p.read_bytes()
+        data = storage.read_bytes(path)
+    except storage.StorageNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as e:  # noqa: BLE001 — any unreadable file is bad input
-        raise CheckpointError(f"{path}: not a readable ganray checkpoint ({type(e).__name__}: {e})") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
+        # what torch.load raises for a file that is not a (weights-only) torch checkpoint
+        raise CheckpointError(f"{path}: not a readable ganray checkpoint ({type(e).__name__}: {e})") from e
     missing = {"config", "step", "G", "D"} - set(state) if isinstance(state, dict) else {"config"}
     if missing:
         raise CheckpointError(f"{path}: not a ganray checkpoint (missing {', '.join(sorted(missing))})")

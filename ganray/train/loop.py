@@ -1,0 +1,229 @@
+"""The training loop. Knows nothing of Ray: the caller passes `report`, `save_checkpoint`
+and `should_stop` callables (and, under DDP, a `wrap` for the modules). The same loop runs
+in a unit test, in `ganray train --local`, and inside every Ray Train worker.
+
+It reads as: build → maybe restore → step → at a cadence step: the window's means, the
+divergence check, evaluate, checkpoint, report, stop.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ganray.collapse import Evaluator
+from ganray.config import Config, TrainConfig
+from ganray.data import Dataset, load_dataset
+from ganray.families import Models
+from ganray.train.sampling import fixed_z, generate, sample_fixed
+from ganray.train.state import TrainingState, isolated_rng
+
+log = logging.getLogger(__name__)
+
+
+class ReportFn(Protocol):
+    def __call__(self, step: int, metrics: dict[str, float], *, samples: torch.Tensor | None = None,
+                 verdict: dict | None = None) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    step: int                              # generator steps done
+    diverged: bool = False
+    stopped_early: bool = False            # should_stop said so
+    verdict: dict | None = None            # last evaluation's verdict payload
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """What happens at a step; the last step does everything."""
+    log: bool
+    eval: bool
+    checkpoint: bool
+    sample: bool
+
+    @classmethod
+    def at(cls, step: int, tc: TrainConfig) -> "Cadence":
+        last = step == tc.steps
+        return cls(step % tc.log_every == 0 or last, step % tc.eval_every == 0 or last,
+                   step % tc.checkpoint_every == 0 or last, step % tc.sample_every == 0 or last)
+
+    @property
+    def any(self) -> bool:
+        return self.log or self.eval or self.checkpoint or self.sample
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and cfg.scaling.use_gpu and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _identity(m: nn.Module) -> nn.Module:
+    return m
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    # G_ema <- decay * G_ema + (1 - decay) * G ; buffers (BN running stats) copied as they are
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
+def train(
+    cfg: Config,
+    *,
+    report: ReportFn,                                   # rank 0 (and, under Ray, every rank): metrics, samples, verdicts
+    save_checkpoint: Callable[[int, dict, dict], None],  # (step, state, metrics): persist a checkpoint
+    should_stop: Callable[[int, dict], bool],           # (step, metrics) -> stop now? asked after each evaluation
+    resume_from: dict | None = None,                    # a loaded checkpoint state
+    rank: int = 0,                                      # this worker's rank
+    world_size: int = 1,                                # number of DDP workers
+    wrap: Callable[[nn.Module], nn.Module] = _identity, # DDP wrapper from the Ray layer
+    device: torch.device | None = None,                 # default: from cfg.train.device / scaling.use_gpu
+    data: Dataset | None = None,                        # default: load_dataset(cfg.data)
+    progress: bool = False,                             # console progress bar (rank 0)
+) -> TrainResult:
+    """Train cfg.train.steps generator steps; evaluate, sample and checkpoint as configured."""
+    tc = cfg.train
+    device = device or resolve_device(cfg)
+    data = data if data is not None else load_dataset(cfg.data)
+    s = TrainingState.build(cfg, data, rank, world_size, device)
+    if resume_from is not None:
+        s.restore(resume_from, device)
+    s.m.G, s.m.D = wrap(s.m.G), wrap(s.m.D)
+    z_fixed = fixed_z(cfg, device)
+    if rank == 0 and cfg.eval.metrics:
+        with isolated_rng(device):
+            s.evaluator = Evaluator(cfg, data, device)
+        s.restore_evaluator(resume_from)
+    amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if tc.bf16 and device.type == "cuda"
+           else contextlib.nullcontext())
+    result = TrainResult(step=s.step)
+    bar = tqdm(total=tc.steps, initial=s.step, unit="step", dynamic_ncols=True) if progress and rank == 0 else None
+    t0 = time.time()
+
+    while s.step < tc.steps:
+        with amp:
+            stats = s.family.step(s.m, s.sampler.next_real, s.sampler.sample_z, s.family_state, tc)
+        s.step += 1
+        if s.m.G_ema is not None:
+            ema_update(s.m.G_ema, s.m.G_module, cfg.model.ema_decay)
+        s.window.add(stats)
+        if bar is not None:
+            bar.update(1)
+        at = Cadence.at(s.step, tc)
+        if not at.any:
+            continue
+
+        metrics = _metrics(s, at, time.time() - t0)
+        verdict = _divergence(s, metrics, device)
+        if verdict is not None:  # every rank breaks at the same step (reports are barriers)
+            result.diverged, result.verdict = True, verdict
+            report(s.step, metrics, verdict=verdict)
+            break
+        if at.log:
+            s.add_history(metrics)
+        samples = sample_fixed(_G_eval(s.m), z_fixed) if at.sample and rank == 0 else None
+        if at.eval and s.evaluator is not None:
+            verdict = _evaluate(s, metrics, samples if samples is not None else sample_fixed(_G_eval(s.m), z_fixed),
+                                device)
+            result.verdict = verdict
+        elif at.log and rank == 0:
+            log.info("step %d: %s", s.step, _fmt(metrics))
+        result.last_metrics = metrics
+        # asked before the checkpoint, so that the checkpoint holds the stopper's count after this step
+        stop = at.eval and should_stop(s.step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})})
+        stopped_early = stop and s.step < tc.steps
+        if verdict is not None and stopped_early:
+            verdict["stopped_early"] = True  # the record says why the trial ended here
+        if at.checkpoint:
+            save_checkpoint(s.step, s.snapshot(), metrics)
+        report(s.step, metrics, samples=samples, verdict=verdict)
+        if bar is not None:
+            bar.set_postfix_str(_fmt(metrics, keys=("loss_D", "loss_G", "classes_covered", "fcd")))
+        if stop:
+            result.stopped_early = stopped_early
+            break
+
+    if bar is not None:
+        bar.close()
+    result.step = s.step
+    return result
+
+
+def _G_eval(m: Models) -> nn.Module:
+    return m.G_ema if m.G_ema is not None else m.G_module
+
+
+def _metrics(s: TrainingState, at: Cadence, elapsed_sec: float) -> dict[str, Any]:
+    """The row of this step: the window's means since the last log step, and what identifies it."""
+    metrics: dict[str, Any] = s.window.means()
+    if at.log:
+        s.window.reset()
+    metrics.update(step=s.step, seed=s.seed, elapsed_sec=elapsed_sec)
+    if s.world_size > 1:  # DDP consistency: parameters must agree across ranks, data and z must not
+        metrics.update(s.sampler.fingerprint(), ddp_param_checksum=_param_checksum(s.m))
+    if "k_t" in s.family_state:
+        metrics["k_t"] = float(s.family_state["k_t"])
+    return metrics
+
+
+def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device) -> dict | None:
+    """The diverged verdict when a logged value or a parameter of G or D is NaN/inf on any rank."""
+    bad = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+    bad_params = [name for name, mod in (("G", s.m.G_module), ("D", s.m.D_module)) if not _finite_params(mod)]
+    here = bool(bad or bad_params)
+    if not _any_rank(here, s.world_size, device):
+        return None
+    where = ", ".join(bad + [f"{n}'s parameters" for n in bad_params]) if here else "on another rank"
+    reason = f"non-finite training values at step {s.step}: {where}"
+    log.error("diverged: %s", reason)
+    return {"verdict": "diverged", "step": s.step, "first_seen_step": s.step, "reasons": [reason],
+            "stopped_early": False, "counts": None, "evaluator": None}
+
+
+def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, device: torch.device) -> dict:
+    """Score cfg.eval.n fresh samples (their own seed) and the fixed-z batch; the verdict payload."""
+    cfg = s.cfg
+    gen = generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=cfg.experiment.seed * 7919 + s.step)
+    with isolated_rng(device):
+        res = s.evaluator(gen, fixed, s.step, s.history)
+    metrics.update(res.metrics)
+    log.info("step %d: %s (%s)", s.step, res.verdict, "; ".join(res.reasons))
+    return {"verdict": res.verdict, "step": s.step, "first_seen_step": res.first_seen_step,
+            "reasons": list(res.reasons), "stopped_early": False, "counts": res.counts,
+            "evaluator": s.evaluator.state_dict()}
+
+
+def _param_checksum(m: Models) -> float:
+    with torch.no_grad():
+        return float(sum(p.double().abs().sum() for mod in (m.G_module, m.D_module) for p in mod.parameters()))
+
+
+def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
+    """True on every rank when `flag` is True on any rank (one all-reduce of a single number)."""
+    if world_size < 2 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _finite_params(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def _fmt(metrics: dict, keys: tuple[str, ...] | None = None) -> str:
+    items = [(k, v) for k, v in metrics.items() if (keys is None or k in keys) and isinstance(v, float)]
+    return " ".join(f"{k}={v:.4g}" for k, v in items if k not in ("elapsed_sec",))

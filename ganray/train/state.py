@@ -1,0 +1,156 @@
+"""Everything a run holds between steps, and its checkpoint: snapshot() writes what restore()
+reads back, so that a resumed run continues bit for bit where a straight run would be."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganray.config import Config
+from ganray.data import Dataset
+from ganray.families import Family, Models, get_family
+from ganray.train.checkpoint import check_compatible
+from ganray.train.sampling import Sampler
+from ganray.train.stats import StatsWindow, history_keep
+
+log = logging.getLogger(__name__)
+
+
+def rng_state() -> dict:
+    s = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+@contextlib.contextmanager
+def isolated_rng(device: torch.device):
+    """Evaluation draws from the global RNGs (subsampling, classifier set-up); inside this block
+    it cannot move training's streams, so a resumed run (which builds its evaluator after the
+    checkpoint's RNG state is set) trains exactly as a straight one."""
+    py, np_state = random.getstate(), np.random.get_state()
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+@dataclass
+class TrainingState:
+    """The models, optimisers, family state, data streams and statistics of one rank's run."""
+
+    cfg: Config
+    family: Family
+    m: Models
+    family_state: dict[str, Any]
+    sampler: Sampler
+    rank: int
+    world_size: int
+    step: int = 0
+    window: StatsWindow = field(default_factory=StatsWindow)  # statistics since the last log step
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per log step (training_signals)
+    evaluator: Any = None  # ganray.collapse.Evaluator on rank 0 when metrics are configured
+
+    @classmethod
+    def build(cls, cfg: Config, data: Dataset, rank: int, world_size: int, device: torch.device) -> "TrainingState":
+        seed = cfg.experiment.seed * world_size + rank  # recorded in every report
+        torch.manual_seed(seed)
+        random.seed(seed)
+        family = get_family(cfg.train.family)
+        torch.manual_seed(cfg.experiment.seed)  # identical initial weights on every rank
+        m = family.build(cfg, data.shape)
+        m.G.to(device)
+        m.D.to(device)
+        if cfg.model.g_ema:
+            m.G_ema = copy.deepcopy(m.G).eval().requires_grad_(False)
+        sampler = Sampler(data.shard(rank, world_size), cfg.train.batch_size, cfg.model.z_dim, seed, device)
+        torch.manual_seed(seed)  # per-rank stream for dropout etc. (a restore replaces it)
+        return cls(cfg, family, m, family.init_state(), sampler, rank, world_size)
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.experiment.seed * self.world_size + self.rank
+
+    def add_history(self, metrics: dict[str, Any]) -> None:
+        self.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        # training_signals reads the last flat_window entries, so memory and checkpoints stay bounded
+        del self.history[:-history_keep(self.cfg)]
+
+    def restore(self, ckpt: dict, device: torch.device) -> None:
+        """Continue from a checkpoint written by snapshot() (of this config's family and shapes)."""
+        check_compatible(ckpt, self.cfg, "resume checkpoint")
+        m = self.m
+        m.G.load_state_dict(ckpt["G"])
+        m.D.load_state_dict(ckpt["D"])
+        if m.G_ema is not None and ckpt.get("G_ema") is not None:
+            m.G_ema.load_state_dict(ckpt["G_ema"])
+        m.opt_G.load_state_dict(ckpt["opt_G"])
+        if m.opt_D is not None and ckpt.get("opt_D") is not None:
+            m.opt_D.load_state_dict(ckpt["opt_D"])
+        self._apply_lrs()  # learning rates come from the config, not the checkpoint (a sweep may change them)
+        self.family_state = dict(ckpt.get("family_state") or self.family_state)
+        self.step = int(ckpt["step"])
+        self.history = list(ckpt.get("history") or [])
+        per_rank = ckpt.get("rng_per_rank") or []
+        if ckpt.get("world_size") == self.world_size and self.rank < len(per_rank):
+            r = per_rank[self.rank]
+            set_rng_state(r["global"])
+            self.sampler.load_state(r["sampler"])
+            self.window.load_state_dict(r.get("stats_window") or {}, device)
+        log.info("resumed at step %d", self.step)
+
+    def restore_evaluator(self, ckpt: dict | None) -> None:
+        """The flip-rate baseline and the first-seen step continue where the checkpoint left them."""
+        if self.evaluator is not None and ckpt is not None and ckpt.get("evaluator"):
+            self.evaluator.load_state_dict(ckpt["evaluator"])
+
+    def snapshot(self) -> dict:
+        """The checkpoint state (every rank calls it: the RNG states are gathered to all)."""
+        m = self.m
+        return {
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "G": m.G_module.state_dict(),
+            "D": m.D_module.state_dict(),
+            "G_ema": m.G_ema.state_dict() if m.G_ema is not None else None,
+            "opt_G": m.opt_G.state_dict(),
+            "opt_D": m.opt_D.state_dict() if m.opt_D is not None else None,
+            "family_state": {k: (float(v) if torch.is_tensor(v) else v) for k, v in self.family_state.items()},
+            "world_size": self.world_size,
+            "rng_per_rank": self._gather_rng(),
+            # what a resumed run needs to log and judge exactly as a straight run
+            "history": list(self.history),
+            "evaluator": self.evaluator.state_dict() if self.evaluator is not None else None,
+        }
+
+    def _apply_lrs(self) -> None:
+        for g in self.m.opt_G.param_groups:
+            g["lr"] = self.cfg.train.lr_g
+        if self.m.opt_D is not None:
+            for g in self.m.opt_D.param_groups:
+                g["lr"] = self.cfg.train.lr_d
+
+    def _gather_rng(self) -> list[dict]:
+        """Every rank's RNG state and statistics window (rank 0 writes the checkpoint, so it needs them all)."""
+        mine = {"global": rng_state(), "sampler": self.sampler.state(), "stats_window": self.window.state_dict()}
+        if self.world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return [mine]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, mine)
+        return out
