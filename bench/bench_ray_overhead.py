@@ -1,7 +1,7 @@
 """Steps per second of the Ray Train loop (1 worker) vs the plain in-process loop.
 
 Same model, batch, data, thread count and artifacts (TensorBoard events, the metrics stream,
-samples, checkpoints through TrialArtifacts); throughput is taken from each run's own
+samples, checkpoints through the trial recorder); throughput is taken from each run's own
 the metrics stream (steps between the first and last report ÷ the time between them), so start-up
 (Ray workers, dataset load) is excluded from both and the per-report `ray.train.report`
 barrier is included in the Ray number. Each measurement runs in a fresh process, plain and Ray

@@ -50,7 +50,7 @@ def cmd_train(args) -> int:
     try:
         result, trial_uri = _run(cfg, args)
     except RUN_FAILURES as e:  # during the run: a failure (exit 1), not bad input
-        logging.getLogger(__name__).debug("the run failed", exc_info=True)
+        logging.getLogger(__name__).error("the run failed", exc_info=True)  # the cause, with its traceback
         print(f"error: run failed: {e}", file=sys.stderr)
         return EXIT_FAILED
     v = result.verdict or {}

@@ -109,9 +109,15 @@ def train_worker(loop_config: dict) -> None:
     try:
         train(cfg, report=report, save_checkpoint=save_checkpoint, should_stop=should_stop,
               resume_from=resume, rank=rank, world_size=world_size, wrap=wrap, device=device)
-    finally:
-        if rec is not None:
-            rec.close()
+    except BaseException:
+        if rec is not None:  # the training error is the one to raise; a failed final upload is logged
+            try:
+                rec.close()
+            except storage.StorageError as e:
+                log.error("rank 0: the record's final upload failed too: %s", e)
+        raise
+    if rec is not None:
+        rec.close()
 
 
 def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
@@ -260,8 +266,8 @@ def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     storage.put_bytes(storage.join(paths.experiment, layout.CONFIG), cfg.to_yaml().encode())
     result = make_trainer(cfg, trial).fit()
-    if result.error is not None:
-        raise result.error
+    if result.error is not None:  # Ray's TrainingFailedError: a failure of the run (exit 1), its cause kept
+        raise RuntimeError(f"training failed: {result.error}") from result.error
     # Ray's Result carries the metrics of the latest checkpoint; the run's last word is the record's.
     record = reader.read_trial(paths, paths.name)
     last = record.rows[-1] if record.rows else {}

@@ -2,6 +2,7 @@
 
     ganray eval SAMPLES.npy --dataset D [--json]     float array in [-1, 1]: N x C x H x W, or N x 2 (2D data)
     ganray eval CHECKPOINT [--n 10000] [--json]      generates with G_ema when the checkpoint has one
+    ganray eval <storage>/<experiment>/trials/<trial>  the trial's newest checkpoint (read from its record)
 
 Also `python -m ganray.evaluate ...`. `--json` prints one object:
 {"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}.
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganray import exits
+from ganray import exits, storage
 from ganray.args import check_config
+from ganray.artifacts import layout, reader
 from ganray.config import DATASETS, Config, EvalConfig, is_2d, parse_overrides
+from ganray.data import DataUnavailable
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from ganray.storage import StorageError, resolve_config
 
@@ -51,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="ganray eval",
         description="Score generated samples (.npy) or a checkpoint: collapse metrics and a verdict.",
     )
-    p.add_argument("source", help="SAMPLES.npy (with --dataset) or a checkpoint file / folder / s3:// gs:// URI")
+    p.add_argument("source", help="SAMPLES.npy (with --dataset), a checkpoint file or folder, or a trial folder "
+                        "(<storage>/<experiment>/trials/<trial>: its newest checkpoint); local, s3:// or gs://")
     p.add_argument("--dataset", default=None, help=f"dataset of SAMPLES.npy: {', '.join(DATASETS)}")
     p.add_argument("--n", type=int, default=None,
                    help="checkpoint: samples to generate (default 10,000; stacked-mnist 26,000; 2D 2,500)")
@@ -139,12 +143,20 @@ def eval_samples(args: argparse.Namespace) -> dict[str, Any]:
     return evaluate_array(x, cfg, real)
 
 
+def checkpoint_source(source: str) -> str:
+    """A checkpoint file or a folder holding checkpoint.pt as given; a trial folder: its newest
+    checkpoint, as the trial record's reader finds it (`source` itself when it has none)."""
+    if source.endswith(".pt") or storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
+        return source
+    return reader.latest_checkpoint(source) or source
+
+
 def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     from ganray import regenerate  # noqa: PLC0415
     from ganray.train import checkpoint  # noqa: PLC0415
     from ganray.train.sampling import generate  # noqa: PLC0415
 
-    state = checkpoint.load(args.source)
+    state = checkpoint.load(checkpoint_source(args.source))
     cfg = checkpoint.config_of(state)
     if not cfg.eval.metrics:  # the run evaluated nothing; scoring it is what was asked for
         cfg = cfg.replace(**{"eval.metrics": list(EvalConfig().metrics)})
@@ -179,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     except exits.BadInput as e:  # config, data, checkpoint or samples the user gave
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except StorageError as e:  # the storage failed while reading: not the user's input
+    except (StorageError, DataUnavailable) as e:  # the storage or a download failed: not the user's input
         print(f"error: evaluation failed: {e}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:

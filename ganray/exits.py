@@ -13,7 +13,3 @@ class BadInput(Exception):
     """The user's input is wrong (exit 2): subclassed by ConfigError, DataError, CheckpointError,
     the report's and eval's input errors. An error raised by the run itself is not one."""
 
-
-def exit_code(e: BaseException) -> int:
-    """EXIT_BAD_INPUT for bad input, EXIT_FAILED for anything else."""
-    return EXIT_BAD_INPUT if isinstance(e, BadInput) else EXIT_FAILED

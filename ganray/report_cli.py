@@ -10,14 +10,27 @@ import argparse
 import logging
 import sys
 
-import torch
-
-from ganray import regenerate, storage
+from ganray import storage
 from ganray.config import ConfigError
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.report import write_report
 
 log = logging.getLogger(__name__)
+
+
+class _LazyRegenerate:
+    """ganray.regenerate, imported (with torch) on first use only: a report without --samples and
+    without VAE trials reads the record alone and never loads torch."""
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+
+    def __getattr__(self, name: str):
+        import torch  # noqa: PLC0415 — on first use, not at the top (see the class docstring)
+
+        from ganray import regenerate  # noqa: PLC0415
+        torch.set_num_threads(max(1, self._threads))
+        return getattr(regenerate, name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             storage.check_storage(args.experiment)
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"--samples: must be >= 1 (got {args.samples})")
-        torch.set_num_threads(max(1, args.threads))
-        where = write_report(args.experiment, samples=args.samples, regenerate=regenerate)
+        where = write_report(args.experiment, samples=args.samples, regenerate=_LazyRegenerate(args.threads))
     except BadInput as e:  # the user's input (storage: a malformed URI, a missing bucket)
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -236,7 +236,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     restoring = tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs)
     if restoring:
         _check_same_sweep(cfg, exp_uri)
-    storage.put_bytes(storage.join(exp_uri, "config.yaml"), cfg.to_yaml().encode())
+    storage.put_bytes(storage.join(exp_uri, layout.CONFIG), cfg.to_yaml().encode())
     console.say(f"  Ray       {init_ray()}")
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
@@ -272,12 +272,19 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     stopped = sum(" stopped early" in line for line in lines)
     summary = [f"sweep finished in {console.elapsed_since(t0)}: {len(results)} trials, "
                f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
+    for e in errors:  # said before the report, which must not hide them
+        log.error("trial failed: %s", e)
     if write_report:
         from ganray import regenerate
         from ganray.report import write_report
 
-        where = write_report(exp_uri, regenerate=regenerate)  # regenerate: the VAE-vs-GAN reconstructions
-        summary.append(f"report: {where}")
+        try:
+            where = write_report(exp_uri, regenerate=regenerate)  # regenerate: the VAE-vs-GAN reconstructions
+            summary.append(f"report: {where}")
+        except reader.ExperimentNotFound as e:  # no trial wrote a record: a failure of the run, not bad input
+            if not errors:
+                raise RuntimeError(f"no trial wrote a record, so there is no report ({e})") from e
+            summary.append(f"report: none, no trial wrote a record ({e})")
     summary.append(f"  results   {exp_uri}")
     console.say_summary(summary)
     if errors:
@@ -292,7 +299,7 @@ RESUME_MAY_CHANGE = ("storage.uri", "sweep.max_concurrent_trials")
 def _check_same_sweep(cfg: Config, exp_uri: str) -> None:
     """A sweep resumes only with the config it started with: Tune keeps the finished trials,
     and they would be reported as results of the new settings."""
-    path = storage.join(exp_uri, "config.yaml")
+    path = storage.join(exp_uri, layout.CONFIG)
     try:
         old = yaml.safe_load(storage.read_bytes(path)) or {}
     except (OSError, ValueError, yaml.YAMLError):  # absent (StorageNotFoundError) or unreadable

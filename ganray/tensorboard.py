@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 from ganray import storage
+from ganray.artifacts import layout
 from ganray.exits import EXIT_BAD_INPUT
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def logdir(experiment_uri: str) -> str:
     """<storage>/<experiment>/tensorboard: one sub-folder (a run) per trial."""
-    return storage.join(experiment_uri, "tensorboard")
+    return storage.join(experiment_uri, layout.TENSORBOARD_DIR)
 
 
 def tensorboard_command(experiment_uri: str, *, port: int = 6006, host: str = "localhost",

@@ -22,7 +22,8 @@ from ganray.artifacts.images import image_grid
 from ganray.artifacts.recorder import TrialRecorder
 
 
-def TrialArtifacts(trial: str, tb: str, **kw) -> TrialRecorder:  # noqa: N802 — the recorder of trial/tb
+def recorder(trial: str, tb: str, **kw) -> TrialRecorder:
+    """The recorder of a trial folder and a TensorBoard folder given apart."""
     return TrialRecorder(layout.TrialPaths(trial.rsplit("/", 2)[0], trial, tb), **kw)
 
 
@@ -83,7 +84,7 @@ def test_image_grid_maps_minus_one_one_to_pixels_and_places_cells():
 
 
 def test_samples_rejects_other_shapes(tmp_path):
-    with TrialArtifacts(str(tmp_path / "t"), str(tmp_path / "tb")) as art:
+    with recorder(str(tmp_path / "t"), str(tmp_path / "tb")) as art:
         with pytest.raises(ValueError, match=r"expected \[N, C, H, W\].*got shape \(4, 3\)"):
             art.samples(0, torch.zeros(4, 3))
         with pytest.raises(ValueError, match=r"got shape \(2, 5, 8, 8\)"):
@@ -95,7 +96,7 @@ def test_samples_rejects_other_shapes(tmp_path):
 
 def test_local_layout_and_contents(tmp_path):
     trial, tb = tmp_path / "exp/trials/t1", tmp_path / "exp/tensorboard/t1"
-    art = TrialArtifacts(str(trial), str(tb))
+    art = recorder(str(trial), str(tb))
     assert art.staging_dir is None  # written in place, nothing to upload
     _write_run(art, range(12))
     art.samples(12, torch.randn(300, 2))  # a 2D mixture: a scatter plot frame
@@ -131,7 +132,7 @@ def test_local_layout_and_contents(tmp_path):
 
 
 def test_closed_artifacts_refuse_writes(tmp_path):
-    art = TrialArtifacts(str(tmp_path / "t"), str(tmp_path / "tb"))
+    art = recorder(str(tmp_path / "t"), str(tmp_path / "tb"))
     art.close()
     art.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
@@ -176,7 +177,7 @@ def test_bucket_layout_background_uploads_and_staging(request, kind, tmp_path):
     server = request.getfixturevalue("s3_server" if kind == "s3" else "gcs_server")
     bucket = base.split("://", 1)[1]
     trial, tb = f"{base}/exp/trials/t1", f"{base}/exp/tensorboard/t1"
-    art = TrialArtifacts(trial, tb, upload_every_sec=0.2, rotate_every_sec=0.2)
+    art = recorder(trial, tb, upload_every_sec=0.2, rotate_every_sec=0.2)
     _write_run(art, range(6))
     # The background thread uploads without any flush().
     deadline = time.monotonic() + 20
@@ -210,7 +211,7 @@ def test_rotation_bounds_resent_bytes(s3_bucket, s3_server, tmp_path):
     """Rotating every ~3 upload ticks: the open file is re-sent, closed ones are sent once;
     TensorBoard's name order is write order, and every event arrives exactly once."""
     bucket = s3_bucket.removeprefix("s3://")
-    art = TrialArtifacts(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.15, rotate_every_sec=0.45)
+    art = recorder(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.15, rotate_every_sec=0.45)
     _write_run(art, range(120), sample_every=1000, pause=0.02)
     art.close()
     stats = art.stats
@@ -224,7 +225,7 @@ def test_rotation_bounds_resent_bytes(s3_bucket, s3_server, tmp_path):
 
 def test_short_outage_is_ridden_out(s3_bucket, s3_server):
     """The S3 server refuses connections for 2 s while the run writes: uploads retry, nothing is lost."""
-    art = TrialArtifacts(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.2)
+    art = recorder(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.2)
     _write_run(art, range(5))
     back = s3_server.outage(2.0)
     _write_run(art, range(5, 15), pause=0.05)
@@ -238,7 +239,7 @@ def test_exhausted_retries_surface_at_flush(s3_bucket, s3_server, monkeypatch):
     """When the background upload gives up, the next flush() raises StorageError (never silent);
     the flush's own upload still sends what is pending once the server is back."""
     monkeypatch.setenv(storage.RETRY_ENV, "0.5")
-    art = TrialArtifacts(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.2)
+    art = recorder(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=0.2)
     s3_server.stop()
     try:
         _write_run(art, range(3))
@@ -256,7 +257,7 @@ def test_exhausted_retries_surface_at_flush(s3_bucket, s3_server, monkeypatch):
 
 def test_close_raises_and_keeps_staging_when_uploads_fail(s3_bucket, s3_server, monkeypatch):
     monkeypatch.setenv(storage.RETRY_ENV, "0.3")
-    art = TrialArtifacts(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=60)
+    art = recorder(f"{s3_bucket}/t", f"{s3_bucket}/tb", upload_every_sec=60)
     _write_run(art, range(3))
     s3_server.stop()
     try:
@@ -272,9 +273,9 @@ def test_resumed_trial_continues_metrics_gif_and_events(gcs_bucket, tmp_path):
     run (its segment is rewritten without 6-8), and the GIF also holds the frames the first run
     left in the bucket. A third writer that starts afresh (no checkpoint) drops every earlier row."""
     trial, tb = f"{gcs_bucket}/exp/trials/t1", f"{gcs_bucket}/exp/tensorboard/t1"
-    with TrialArtifacts(trial, tb) as first:
+    with recorder(trial, tb) as first:
         _write_run(first, range(9))          # frames at 0 and 5; steps 6-8 are lost with the "crash"
-    with TrialArtifacts(trial, tb, resume_step=6) as second:
+    with recorder(trial, tb, resume_step=6) as second:
         _write_run(second, range(6, 12))     # frame at 10
     assert _steps(trial) == list(range(12))
     segments = [u.rsplit("/", 1)[-1] for u in storage.list_files(f"{trial}/metrics")]
@@ -294,6 +295,6 @@ def test_resumed_trial_continues_metrics_gif_and_events(gcs_bucket, tmp_path):
     assert [s for s, _ in _scalar_series(events, "loss_G")] == list(range(9)) + list(range(6, 12))
     starts = [ev.step for ev in events if ev.HasField("session_log")]
     assert starts == [0, 6]
-    with TrialArtifacts(trial, tb) as third:
+    with recorder(trial, tb) as third:
         _write_run(third, range(3))
     assert _steps(trial) == [0, 1, 2]

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from ganray.config import DATASETS, DataConfig
-from ganray.data import DataError, dataset_names, load_dataset, split_generator
+from ganray.data import DataError, DataUnavailable, dataset_names, load_dataset, split_generator
 from ganray.data import download as dl
 from ganray.data.cifar10 import BATCHES, FOLDER, TARBALL
 from ganray.data.idx import FILES, parse_idx
@@ -235,7 +235,7 @@ def test_transient_errors_are_retried(server, cache):
     assert server.requests.count(f"/mnist/{name}") == 3
 
     server.fail_first[f"/mnist/{name}"] = 5
-    with pytest.raises(DataError, match=r"HTTP 503.*gave up after 2 attempts"):
+    with pytest.raises(DataUnavailable, match=r"HTTP 503.*gave up after 2 attempts"):  # an outage: exit 1
         dl.fetch(base + name, cache / "other" / name, table("mnist", files)["mnist"][name], retries=1, backoff_sec=0.0)
     assert files_under(cache / "other") == []
 

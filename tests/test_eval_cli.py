@@ -148,6 +148,13 @@ def test_checkpoint_is_evaluated_with_G_ema(tmp_path, ckpt_state, capsys):
     assert run_json([str(tmp_path / "run"), "--n", "300", "--dataset", "mnist5k"], capsys)["n"] == 300
     assert main([str(tmp_path / "run"), "--dataset", "ring8"]) == 2
     assert "the checkpoint was trained on mnist5k" in capsys.readouterr().err
+    # a trial folder: its newest checkpoint, as the record's reader finds it (step 9 is G constant)
+    trial = tmp_path / "exp" / "trials" / "t"
+    checkpoint.save(ckpt_state, trial / "checkpoint_000002" / "checkpoint.pt")
+    checkpoint.save({**const_g, "step": 9}, trial / "checkpoint_000009" / "checkpoint.pt")
+    assert run_json([str(trial), "--n", "300"], capsys)["verdict"] == "collapsed"
+    assert main([str(tmp_path / "exp" / "trials" / "empty")]) == 2  # no checkpoint in it: bad input
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_checkpoint_whose_weights_do_not_fit_its_config(tmp_path, ckpt_state, capsys):

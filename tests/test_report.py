@@ -408,6 +408,11 @@ def test_writing_the_report_of_a_finished_sweep_leaves_torch_unimported(written,
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+    # nor does the `ganray report` command, unless --samples asks for regenerated samples
+    code = ("import sys; from ganray.report_cli import main; "
+            f"rc = main([{str(exp)!r}]); print(rc, 'torch' in sys.modules, 'ganray.regenerate' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "0 False False", r.stdout + r.stderr
 
 
 def test_report_of_an_old_record_without_counts(tmp_path):

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # NaN and ±inf are not JSON: the recorder writes them as these strings.
 NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
-# What a file of a bad record raises when read or parsed: storage and decoding errors.
-READ_ERRORS = (storage.StorageError, OSError, UnicodeDecodeError)
+# What a file of a bad record raises when read: gone (deleted meanwhile) or not text. Any other
+# StorageError is an outage or a denied access: it propagates, reported as such, never as a note.
+READ_ERRORS = (storage.StorageNotFoundError, UnicodeDecodeError)
 
 
 class ExperimentNotFound(BadInput, FileNotFoundError):
@@ -172,11 +173,7 @@ def read_trial(exp: str | layout.TrialPaths, name: str, files: set[str] | None =
     uri = exp.trial if isinstance(exp, layout.TrialPaths) else layout.trial_paths(exp, name).trial
     t = TrialRecord(name=name, uri=uri)
     if files is None:
-        try:
-            files = _relative_files(uri)
-        except storage.StorageError as e:
-            t.notes.append(f"trial folder unreadable ({brief(e)})")
-            return t
+        files = _relative_files(uri)
     if layout.CONFIG in files:
         try:
             t.config = read_config(storage.join(uri, layout.CONFIG))

@@ -90,6 +90,17 @@ class TrialRecorder:
         trial_remote = storage.split_uri(paths.trial)[0] != "file"
         tb_remote = storage.split_uri(paths.tensorboard)[0] != "file"
         self.staging_dir = tempfile.mkdtemp(prefix="ganray-record-") if trial_remote or tb_remote else None
+        try:
+            self._open(paths, config_yaml, upload_every_sec, rotate_every_sec, rotate_max_bytes, resume_step,
+                       trial_remote, tb_remote)
+        except BaseException:
+            if self.staging_dir:
+                shutil.rmtree(self.staging_dir, ignore_errors=True)
+            raise
+
+    def _open(self, paths: layout.TrialPaths, config_yaml: str | None, upload_every_sec: float,
+              rotate_every_sec: float, rotate_max_bytes: int, resume_step: int | None, trial_remote: bool,
+              tb_remote: bool) -> None:
         self.trial_dir = os.path.join(self.staging_dir, "trial") if trial_remote else storage.split_uri(paths.trial)[1]
         self.tb_dir = os.path.join(self.staging_dir, "tensorboard") if tb_remote else storage.split_uri(paths.tensorboard)[1]
         os.makedirs(self.trial_dir, exist_ok=True)
@@ -129,7 +140,8 @@ class TrialRecorder:
         return staged
 
     def stage_checkpoint(self, step: int, state: dict, metrics: dict | None = None) -> None:
-        """The loop's save_checkpoint: kept until this step's report() has made its metrics visible."""
+        """The loop's save_checkpoint (step, state, metrics; the metrics come with report()): kept
+        until this step's report() has made its metrics visible."""
         if self.stopper is not None:
             state["stopper"] = self.stopper.state_dict()  # asked for this step already (loop order)
         self._staged[step] = state
@@ -313,6 +325,8 @@ def _drop_rows_from(segments: list[str], first_step: int) -> None:
     for uri in reversed(segments):
         text = storage.read_bytes(uri).decode("utf-8")
         lines = text.splitlines(keepends=True)
+        if not lines:  # emptied by an earlier run that started afresh: older segments may still hold rows
+            continue
         kept = [ln for ln in lines if (s := row_step(ln)) is not None and s < first_step]
         kept = [ln if ln.endswith("\n") else ln + "\n" for ln in kept]
         if kept == lines:

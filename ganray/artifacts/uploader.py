@@ -126,7 +126,9 @@ class Uploader:
                         self._upload_log(lg, rotate)
                 if self.trial_uri is not None:
                     self._upload_files()
-            except storage.StorageError as e:  # kept for flush()/close(); never lost with the thread
+            except (storage.StorageError, OSError) as e:  # kept for flush()/close(); never lost with the thread
+                if not isinstance(e, storage.StorageError):  # a local file of the staging folder (a full disk)
+                    e = storage.StorageError(f"record upload: {type(e).__name__}: {e}")
                 log.error("record upload failed; will retry at the next upload: %s", e)
                 with self.lock:
                     self._error = e

@@ -17,6 +17,11 @@ class DataError(BadInput, ValueError):
     """A dataset cannot be read: missing files, bad checksum, unknown class. Exit code 2."""
 
 
+class DataUnavailable(RuntimeError):
+    """The official files could not be fetched because the server kept failing (5xx, resets,
+    timeouts) after the retries: a failure of the run (exit 1), not a verdict on the input."""
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str

@@ -30,7 +30,7 @@ from typing import BinaryIO, Mapping, NamedTuple
 import pyarrow.fs as pafs
 
 from ganray.config import DataConfig
-from ganray.data import DataError
+from ganray.data import DataError, DataUnavailable
 from ganray.storage import atomic_local_write, filesystem, join
 from ganray.storage.retry import Budget, with_retry
 
@@ -120,8 +120,8 @@ def expected_for(dataset: str, name: str, checksums: Mapping[str, Mapping[str, E
     table = CHECKSUMS if checksums is None else checksums
     try:
         return table[dataset][name]
-    except KeyError:
-        raise DataError(f"no published sha256 for {dataset}/{name}; refusing to download an unchecked file") from None
+    except KeyError as e:
+        raise DataError(f"no published sha256 for {dataset}/{name}; refusing to download an unchecked file") from e
 
 
 # ---- one URL -> one verified file ------------------------------------------------------
@@ -134,10 +134,10 @@ def _stream_to(url: str, tmp, expected: Expected, timeout: float) -> tuple[int, 
         resp = urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 (http/https checked in base_urls)
     except urllib.error.HTTPError as e:
         if e.code >= 500 or e.code == 429:
-            raise _Transient(f"HTTP {e.code} {e.reason}") from None
-        raise DataError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
+            raise _Transient(f"HTTP {e.code} {e.reason}") from e
+        raise DataError(f"download failed: {url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
-        raise _Transient(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from None
+        raise _Transient(f"{type(e).__name__}: {getattr(e, 'reason', e)}") from e
     h = hashlib.sha256()
     n = 0
     next_log = 0.0
@@ -156,7 +156,7 @@ def _stream_to(url: str, tmp, expected: Expected, timeout: float) -> tuple[int, 
                     log.info("%s: %d / %d bytes (%.0f%%)", url, n, expected.size, 100.0 * n / expected.size)
                     next_log += 0.1
         except (http.client.IncompleteRead, socket.timeout, ConnectionError, urllib.error.URLError) as e:
-            raise _Transient(f"{type(e).__name__} after {n} bytes") from None
+            raise _Transient(f"{type(e).__name__} after {n} bytes") from e
     return n, h.hexdigest()
 
 
@@ -177,7 +177,7 @@ def fetch(
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the cache folder {dest.parent} (data.cache_dir / $GANRAY_CACHE): {e}") from None
+        raise DataError(f"cannot create the cache folder {dest.parent} (data.cache_dir / $GANRAY_CACHE): {e}") from e
 
     def verified_copy(tmp) -> None:  # raising here leaves no file (atomic_local_write)
         n, sha = _stream_to(url, tmp, expected, timeout)
@@ -197,7 +197,7 @@ def fetch(
     return with_retry(
         "download", url, attempt, Budget(tries=retries + 1, first_pause_sec=backoff_sec),
         classify=lambda e: str(e) if isinstance(e, _Transient) else None,  # DataError: at once
-        give_up=lambda tries, last: DataError(f"download failed: {url}: {last} (gave up after {tries} attempts)"),
+        give_up=lambda tries, last: DataUnavailable(f"download failed: {url}: {last} (gave up after {tries} attempts)"),
         logger=log)
 
 
@@ -214,7 +214,7 @@ def _open_source(source: str, name: str) -> BinaryIO:
     except DataError:
         raise
     except (OSError, ValueError) as e:  # pyarrow: bucket missing, no credentials, endpoint down
-        raise DataError(f"data.source: cannot read {uri}: {e}") from None
+        raise DataError(f"data.source: cannot read {uri}: {e}") from e
 
 
 def download(
@@ -235,9 +235,11 @@ def download(
             return fetch(url, dest, expected, **fetch_kw)
         except ChecksumError:
             raise  # wrong bytes are not a reason to try another server: someone must look
-        except DataError as e:
-            tried.append(str(e))
-    raise DataError(f"{dataset}: could not download {name}:\n  " + "\n  ".join(tried))
+        except (DataError, DataUnavailable) as e:
+            tried.append(e)
+    # every server failing transiently is an outage (exit 1); a wrong mirror (404, wrong size) is bad input
+    error = DataUnavailable if tried and all(isinstance(e, DataUnavailable) for e in tried) else DataError
+    raise error(f"{dataset}: could not download {name}:\n  " + "\n  ".join(map(str, tried)))
 
 
 def cached_file(

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from ganray import storage
+from ganray.artifacts import layout
 from ganray.config import Config, ConfigError, from_dict
 from ganray.exits import BadInput
 
-FILENAME = "checkpoint.pt"
+FILENAME = layout.CHECKPOINT_FILE
 # What must match between a checkpoint and the config that resumes or evaluates it.
 COMPATIBLE_KEYS = (
     ("train", "family"),
@@ -55,8 +56,8 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
         path = storage.join(path, FILENAME)
     try:
         data = storage.read_bytes(path)
-    except storage.StorageNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except storage.StorageNotFoundError as e:
+        raise CheckpointError(f"{path}: checkpoint not found") from e
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
@@ -72,7 +73,7 @@ def config_of(state: dict[str, Any]) -> Config:
     try:
         return from_dict(state["config"])
     except ConfigError as e:
-        raise CheckpointError(f"checkpoint config is invalid: {e}") from None
+        raise CheckpointError(f"checkpoint config is invalid: {e}") from e
 
 
 def check_compatible(state: dict[str, Any], cfg: Config, where: str = "checkpoint") -> None:

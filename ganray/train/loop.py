@@ -221,7 +221,9 @@ def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:
 
 
 def _finite_params(module: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+    # note: one CPU-GPU sync for the whole module, not one per parameter tensor
+    flags = [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _fmt(metrics: dict, keys: tuple[str, ...] | None = None) -> str:

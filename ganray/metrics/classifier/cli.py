@@ -9,6 +9,7 @@ import sys
 import torch
 
 from ganray.config import ConfigError, DataConfig
+from ganray.data import DataUnavailable
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.metrics.classifier import IMAGE_DATASETS, classifier_key
 from ganray.metrics.classifier.model import Arch
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:  # the arguments, the data
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except StorageError as e:  # reading the data or storing the classifier failed
+    except (StorageError, DataUnavailable) as e:  # reading the data or storing the classifier failed
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.dataset} classifier: held-out accuracy {info['held_out_accuracy']:.2%} "
