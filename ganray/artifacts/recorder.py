@@ -51,6 +51,11 @@ log = logging.getLogger(__name__)
 MAX_GIF_FRAMES = 300     # longer runs keep every n-th frame (and the last)
 
 
+def write_experiment_config(experiment_uri: str, config_yaml: str) -> None:
+    """<experiment>/config.yaml, the resolved config of the run or sweep, before its first trial starts."""
+    storage.put_bytes(storage.join(experiment_uri, layout.CONFIG), config_yaml.encode("utf-8"))
+
+
 def jsonable(value: Any) -> Any:
     """JSON-safe copy: non-finite floats become "nan"/"inf"/"-inf", numpy/torch scalars plain numbers."""
     if isinstance(value, dict):
@@ -87,20 +92,20 @@ class TrialRecorder:
         if upload_every_sec <= 0 or rotate_every_sec <= 0 or rotate_max_bytes <= 0:
             raise ValueError("upload_every_sec, rotate_every_sec and rotate_max_bytes must be > 0")
         self.paths, self.stopper, self.max_gif_frames = paths, stopper, max_gif_frames
-        trial_remote = storage.split_uri(paths.trial)[0] != "file"
-        tb_remote = storage.split_uri(paths.tensorboard)[0] != "file"
-        self.staging_dir = tempfile.mkdtemp(prefix="ganray-record-") if trial_remote or tb_remote else None
+        self._trial_remote = storage.split_uri(paths.trial)[0] != "file"
+        self._tb_remote = storage.split_uri(paths.tensorboard)[0] != "file"
+        self.staging_dir = (tempfile.mkdtemp(prefix="ganray-record-") if self._trial_remote or self._tb_remote
+                            else None)
         try:
-            self._open(paths, config_yaml, upload_every_sec, rotate_every_sec, rotate_max_bytes, resume_step,
-                       trial_remote, tb_remote)
-        except BaseException:
+            self._open(config_yaml, resume_step, upload_every_sec, rotate_every_sec, rotate_max_bytes)
+        except BaseException:  # nothing left behind by a recorder that could not start
             if self.staging_dir:
                 shutil.rmtree(self.staging_dir, ignore_errors=True)
             raise
 
-    def _open(self, paths: layout.TrialPaths, config_yaml: str | None, upload_every_sec: float,
-              rotate_every_sec: float, rotate_max_bytes: int, resume_step: int | None, trial_remote: bool,
-              tb_remote: bool) -> None:
+    def _open(self, config_yaml: str | None, resume_step: int | None, upload_every_sec: float,
+              rotate_every_sec: float, rotate_max_bytes: int) -> None:
+        paths, trial_remote, tb_remote = self.paths, self._trial_remote, self._tb_remote
         self.trial_dir = os.path.join(self.staging_dir, "trial") if trial_remote else storage.split_uri(paths.trial)[1]
         self.tb_dir = os.path.join(self.staging_dir, "tensorboard") if tb_remote else storage.split_uri(paths.tensorboard)[1]
         os.makedirs(self.trial_dir, exist_ok=True)
