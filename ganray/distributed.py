@@ -23,7 +23,7 @@ import torch
 
 from ganray import storage
 from ganray.artifacts import layout, reader
-from ganray.artifacts.recorder import TrialRecorder, scalar_metrics, write_experiment_config
+from ganray.artifacts.recorder import TrialRecorder, scalar_metrics
 from ganray.config import Config
 from ganray.train import TrainResult, checkpoint, train
 
@@ -264,7 +264,7 @@ def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
     cfg = storage.resolve_config(cfg)  # workers must not resolve a relative path in their own cwd
     init_ray()
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
-    write_experiment_config(paths.experiment, cfg.to_yaml())
+    layout.write_experiment_config(paths.experiment, cfg.to_yaml())
     result = make_trainer(cfg, trial).fit()
     if result.error is not None:  # Ray's TrainingFailedError: a failure of the run (exit 1), its cause kept
         raise RuntimeError(f"training failed: {result.error}") from result.error

@@ -10,7 +10,7 @@ import logging
 
 from ganray import storage
 from ganray.artifacts import layout, reader
-from ganray.artifacts.recorder import TrialRecorder, write_experiment_config
+from ganray.artifacts.recorder import TrialRecorder
 from ganray.config import Config
 from ganray.train import TrainResult, checkpoint, train
 
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> TrainResult:
     cfg = storage.resolve_config(cfg)
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
-    write_experiment_config(paths.experiment, cfg.to_yaml())
+    layout.write_experiment_config(paths.experiment, cfg.to_yaml())
     resume = None
     last = reader.latest_checkpoint(paths.trial)
     if last is not None:

@@ -26,7 +26,6 @@ from ganray import console, storage
 from ganray.args import RUN_FAILURES, SWEEP_AXES, add_config_args, job_config
 from ganray.artifacts import layout, reader
 from ganray.artifacts.layout import BAD_VERDICTS
-from ganray.artifacts.recorder import write_experiment_config
 from ganray.config import Config, ConfigError, is_2d
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.storage import StorageError
@@ -237,7 +236,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     restoring = tune.Tuner.can_restore(tune_path + "/tune", storage_filesystem=fs)
     if restoring:
         _check_same_sweep(cfg, exp_uri)
-    write_experiment_config(exp_uri, cfg.to_yaml())
+    layout.write_experiment_config(exp_uri, cfg.to_yaml())
     console.say(f"  Ray       {init_ray()}")
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers

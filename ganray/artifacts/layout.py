@@ -70,3 +70,10 @@ def trial_paths(experiment_uri: str, trial: str) -> TrialPaths:
     """The paths of trial `trial` of the experiment at `experiment_uri` (<storage>/<experiment>)."""
     return TrialPaths(experiment_uri, storage.join(experiment_uri, TRIALS_DIR, trial),
                       storage.join(experiment_uri, TENSORBOARD_DIR, trial))
+
+
+def write_experiment_config(experiment_uri: str, config_yaml: str) -> None:
+    """<experiment>/config.yaml, the resolved config of the run or sweep, written by its driver before
+    the first trial starts (here, not in the recorder: the sweep driver and `ganray validate`'s
+    imports stay free of the recorder's image and TensorBoard libraries)."""
+    storage.put_bytes(storage.join(experiment_uri, CONFIG), config_yaml.encode("utf-8"))

@@ -51,11 +51,6 @@ log = logging.getLogger(__name__)
 MAX_GIF_FRAMES = 300     # longer runs keep every n-th frame (and the last)
 
 
-def write_experiment_config(experiment_uri: str, config_yaml: str) -> None:
-    """<experiment>/config.yaml, the resolved config of the run or sweep, before its first trial starts."""
-    storage.put_bytes(storage.join(experiment_uri, layout.CONFIG), config_yaml.encode("utf-8"))
-
-
 def jsonable(value: Any) -> Any:
     """JSON-safe copy: non-finite floats become "nan"/"inf"/"-inf", numpy/torch scalars plain numbers."""
     if isinstance(value, dict):
