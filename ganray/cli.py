@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Callable
 
-from ganray import storage, sweep, tensorboard
+from ganray import storage, sweep, tensorboard, tracking
 from ganray.args import RUN_FAILURES, add_config_args, config_from_args, load_config
 from ganray.artifacts import layout
 from ganray.config import ConfigError
@@ -44,9 +44,20 @@ def cmd_train(args) -> int:
     except storage.StorageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if cfg.eval.inception:  # torch-fidelity and its weights, before the run (InceptionError: exit 2)
+        from ganray.metrics.inception import InceptionUnavailable, preflight  # noqa: PLC0415 (torch: when asked)
+
+        try:
+            preflight(cfg)
+        except InceptionUnavailable as e:  # their download server or bucket kept failing: exit 1
+            print(f"error: run failed: {e}", file=sys.stderr)
+            return EXIT_FAILED
+    tracking.preflight(cfg)  # the tracking server answers, W&B has credentials (TrackerUnavailable: exit 2)
+    tracked = tracking.describe(cfg)
     print(f"ganray train {cfg.experiment.name}: {cfg.train.steps} steps, {cfg.data.dataset}, family "
           f"{cfg.train.family}, {'in this process' if args.local else 'on Ray Train'}\n"
-          f"  results   {storage.experiment_uri(cfg)}", flush=True)
+          + (f"  tracking  {tracked}, when the run has finished\n" if tracked else "")
+          + f"  results   {storage.experiment_uri(cfg)}", flush=True)
     try:
         result, trial_uri = _run(cfg, args)
     except RUN_FAILURES as e:  # during the run: a failure (exit 1), not bad input
@@ -57,6 +68,8 @@ def cmd_train(args) -> int:
     print(f"done: {result.step} steps; verdict {v.get('verdict', 'n/a')}; trial at {trial_uri}")
     for r in v.get("reasons", []):
         print(f"  - {r}")
+    if tracked:  # a tracker's failure is logged; the run's exit code stands
+        tracking.track_finished_run(cfg, trial_uri.rstrip("/").rsplit("/", 1)[-1], failed=result.diverged)
     if result.diverged:
         print(f"error: run diverged ({'; '.join(v.get('reasons', []))}); last good checkpoint kept in {trial_uri}",
               file=sys.stderr)
@@ -88,13 +101,15 @@ def _lazy(module: str) -> Callable[[list[str]], int]:
 # Subcommands implemented in their own modules, which parse their own arguments: name -> (main,
 # help). eval, classifier and report load torch (and matplotlib) when imported, over a second
 # that `ganray validate` (0.1 s) and `ganray --help` must not pay: they are named here and
-# imported when chosen. sweep and tensorboard import nothing heavy and are imported normally.
+# imported when chosen (schema too: light, but no other command needs it). sweep and tensorboard
+# import nothing heavy and are imported normally.
 DELEGATED: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "eval": (_lazy("ganray.evaluate"), "score samples or a checkpoint: metrics and a collapse verdict"),
     "classifier": (_lazy("ganray.metrics.classifier.cli"), "train or inspect reference classifiers"),
     "tensorboard": (tensorboard.main, "TensorBoard on <storage>/<experiment>, local, S3 or GCS"),
     "sweep": (sweep.main, "run a Ray Tune sweep (as jobs/sweep_zdim.py)"),
     "report": (_lazy("ganray.report_cli"), "write the sweep report for <storage>/<experiment>"),
+    "schema": (_lazy("ganray.schema"), "print the config's JSON Schema (configs/ganray.schema.json)"),
 }
 
 

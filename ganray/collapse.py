@@ -35,6 +35,7 @@ from ganray.data import Dataset
 from ganray.metrics import IMAGE, POINTS, STACKED, data_kind, get_metric
 from ganray.metrics.classifier import classifier_key
 from ganray.metrics.classifier.store import reference_classifier
+from ganray.metrics.inception import InceptionScorer
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
 from ganray.metrics.mixture_coverage import HQ_SIGMAS
 from ganray.metrics.prdc import expected_coverage
@@ -228,6 +229,9 @@ class Evaluator:
             means=means, sigma=sigma, real_features=any(m.needs_real_features for m in self.metrics),
             max_real=cfg.eval.n_real, prdc_k=cfg.eval.prdc_k, seed=cfg.experiment.seed, device=device,
         )
+        # FID, KID, IS in Inception features (eval.inception): built here, so that a missing package or
+        # weights file fails before a run; scored only where asked (inception_metrics)
+        self.inception = InceptionScorer(cfg, real.x, device) if cfg.eval.inception else None
         log.info("evaluator for %s ready in %.1f s: %s", cfg.data.dataset, time.time() - t0,
                  ", ".join(m.name for m in self.metrics))
         self.state: dict[str, Any] = {}
@@ -267,6 +271,10 @@ class Evaluator:
             counts = {"labeller": self.labeller, **counts, "step": int(step)}
         log.debug("evaluation at step %d took %.2f s", step, time.time() - t0)
         return EvalResult(metrics, verdict, reasons, self._track(verdict, step), counts)
+
+    def inception_metrics(self, samples: Tensor) -> dict[str, float]:
+        """FID, KID and IS of `samples` in Inception features; {} unless eval.inception."""
+        return self.inception(samples.detach().float().cpu()) if self.inception is not None else {}
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the flip rate and first-seen step; plain lists and

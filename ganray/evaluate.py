@@ -5,7 +5,8 @@
     ganray eval <storage>/<experiment>/trials/<trial>  the trial's newest checkpoint (read from its record)
 
 Also `python -m ganray.evaluate ...`. `--json` prints one object:
-{"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}.
+{"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}. `--inception` adds fid, kid_inception,
+inception_score (and their std) to the metrics (RGB datasets; ganray/metrics/inception.py).
 Exit codes (ganray.exits): 0 done (whatever the verdict), 2 bad input (missing or malformed file,
 wrong shape or value range, unknown dataset, unreadable checkpoint), 1 failure while evaluating
 (e.g. the storage holding the checkpoint cannot be reached).
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. eval.kl_partial=0.2 or data.source=gs://bucket/mnist")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (checkpoint)")
+    p.add_argument("--inception", action="store_true",
+                   help="also FID, KID and Inception Score in Inception features (RGB data; pip install -e "
+                        "'.[fid]' in the ganray checkout; weights: --set eval.inception_weights=PATH, else downloaded once)")
     return p
 
 
@@ -104,10 +108,12 @@ def check_samples(arr: np.ndarray, dataset: str, shape: tuple[int, ...], path: s
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
-def _with_overrides(cfg: Config, overrides: list[str], storage: str | None) -> Config:
+def _with_overrides(cfg: Config, overrides: list[str], storage: str | None, inception: bool = False) -> Config:
     ov = parse_overrides(overrides)
     if storage:
         ov["storage.uri"] = storage
+    if inception:
+        ov["eval.inception"] = True
     # the default storage (./ganray_results) is where reference classifiers trained by runs are kept
     return resolve_config(check_config(cfg.replace(**ov) if ov else cfg))
 
@@ -123,7 +129,10 @@ def evaluate_array(x: torch.Tensor, cfg: Config, real=None) -> dict[str, Any]:
     from ganray.collapse import Evaluator  # noqa: PLC0415
 
     real = real if real is not None else _real(cfg)
-    res = Evaluator(cfg, real, "cpu")(x, None, 0, [])
+    evaluator = Evaluator(cfg, real, "cpu")
+    res = evaluator(x, None, 0, [])
+    if res.verdict != "diverged":  # FID, KID, IS in Inception features when eval.inception (--inception)
+        res.metrics.update(evaluator.inception_metrics(x))
     metrics = {k: (v if math.isfinite(v) else None) for k, v in res.metrics.items()}  # JSON has no NaN
     return {"dataset": cfg.data.dataset, "n": int(x.shape[0]), "metrics": metrics, "verdict": res.verdict,
             "reasons": res.reasons}
@@ -137,7 +146,8 @@ def eval_samples(args: argparse.Namespace) -> dict[str, Any]:
     if args.n is not None:
         raise BadInput("--n applies to checkpoints; a samples file is scored whole")
     arr = load_samples(args.source)
-    cfg = _with_overrides(Config().replace(**{"data.dataset": args.dataset}), args.overrides, args.storage)
+    cfg = _with_overrides(Config().replace(**{"data.dataset": args.dataset}), args.overrides, args.storage,
+                          args.inception)
     real = _real(cfg)
     x = check_samples(arr, args.dataset, real.shape, args.source)
     return evaluate_array(x, cfg, real)
@@ -160,7 +170,7 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     cfg = checkpoint.config_of(state)
     if not cfg.eval.metrics:  # the run evaluated nothing; scoring it is what was asked for
         cfg = cfg.replace(**{"eval.metrics": list(EvalConfig().metrics)})
-    cfg = _with_overrides(cfg, args.overrides, args.storage)
+    cfg = _with_overrides(cfg, args.overrides, args.storage, args.inception)
     if args.dataset and args.dataset != cfg.data.dataset:
         raise BadInput(f"--dataset {args.dataset}: the checkpoint was trained on {cfg.data.dataset}")
     n = args.n if args.n is not None else default_n(cfg.data.dataset)

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ganray import console, storage
+from ganray import console, storage, tracking
 from ganray.args import RUN_FAILURES, SWEEP_AXES, add_config_args, job_config
 from ganray.artifacts import layout, reader
 from ganray.artifacts.layout import BAD_VERDICTS
@@ -263,7 +263,8 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
             tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, scheduler=scheduler,
                                         trial_name_creator=_trial_label, trial_dirname_creator=_trial_label),
             run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=fs,
-                                      callbacks=[_progress_callback(cfg, names)], verbose=0),
+                                      callbacks=[_progress_callback(cfg, names), *tracking.callbacks(cfg)],
+                                      verbose=0),
         )
     results = tuner.fit()
     errors = [r.error for r in results if r.error is not None]
@@ -368,6 +369,15 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
         points = grid(cfg)
         trial_names(points)
         storage.check_storage(cfg.storage.uri)
+        tracking.preflight(cfg)  # the tracking server answers, W&B has credentials
+        if cfg.eval.inception:  # torch-fidelity imports, the Inception weights are there and right
+            from ganray.metrics.inception import InceptionUnavailable, preflight  # noqa: PLC0415 (torch: when asked)
+
+            try:
+                preflight(cfg)
+            except InceptionUnavailable as e:  # their download server or bucket kept failing: exit 1, Ray not started
+                print(f"error: run failed: {e}", file=sys.stderr)
+                return EXIT_FAILED
         exp_uri = storage.experiment_uri(cfg)
         if storage.exists(storage.join(exp_uri, "tune", "tune", "tuner.pkl")):  # a sweep to resume: the same one?
             _check_same_sweep(cfg, exp_uri)
@@ -380,6 +390,7 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
         con.header([f"ganray sweep {cfg.experiment.name}: {len(points)} trials ({describe_grid(cfg)}), "
                     f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}",
                     *([f"  grid      {note}"] if note else []),
+                    *([f"  tracking  {tracking.describe(cfg)}"] if tracking.describe(cfg) else []),
                     f"  results   {exp_uri}"])
         try:
             run_sweep(cfg, write_report=not args.no_report)

@@ -8,12 +8,14 @@ How TensorBoard (without TensorFlow installed) reads each scheme:
   come from boto3's standard chain. The Rust data server does not read s3://, so
   --load_fast=false (TensorBoard would fall back to it anyway).
 - gs://: the Rust data server reads real GCS; with STORAGE_EMULATOR_HOST set (the emulator)
-  --load_fast=false makes TensorBoard read through fsspec/gcsfs, which honour it.
+  --load_fast=false makes TensorBoard read through fsspec/gcsfs, which honour it (gcsfs comes
+  with the `gcs` extra: pip install -e '.[gcs]' in the ganray checkout; without it this command exits 2).
 Extra arguments (e.g. --reload_interval 5) are passed on to TensorBoard.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd, env = tensorboard_command(args.experiment, port=args.port, host=args.host, extra=extra)
         scheme, path = storage.split_uri(args.experiment)
+        if scheme == "gs" and "--load_fast=false" in cmd and importlib.util.find_spec("gcsfs") is None:
+            # TensorBoard's Python loader reads gs:// through fsspec, which needs gcsfs (the gcs extra)
+            print("error: reading gs:// with --load_fast=false (the GCS emulator, or asked for) needs gcsfs: "
+                  "pip install -e '.[gcs]' in the ganray checkout", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if scheme == "file":
             if not os.path.isdir(path + "/tensorboard"):
                 print(f"note: no event files yet under {path}/tensorboard; TensorBoard will wait for them",

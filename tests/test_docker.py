@@ -182,7 +182,10 @@ def test_base_image_is_the_official_ray_gpu_image_of_the_pinned_versions() -> No
 
 def test_installs_the_project_with_its_dependencies() -> None:
     runs = " && ".join(args_of("RUN"))
-    assert re.search(r"\bpip install\b[^&]*--no-cache-dir[^&]*\s\.(\s|$)", runs), "no `pip install --no-cache-dir .` of the project"
+    m = re.search(r"\bpip install\b[^&]*--no-cache-dir[^&]*\s\"?\.(?:/)?(\[[a-z,]+\])?\"?(\s|$)", runs)
+    assert m, "no `pip install --no-cache-dir .` of the project"
+    # k8s/tensorboard.yaml reads gs:// through fsspec: the image carries the gcs extra (gcsfs)
+    assert "gcs" in (m.group(1) or ""), f"the image installs the project without its gcs extra: {m.group(0)}"
     copies = args_of("COPY")
     assert any(re.search(r"(^|\s)\.\s+\.$", c) for c in copies), "the build context (the repository) is not copied to WORKDIR"
     # Build-time guard: the Ray pip leaves in place is the one the manifests declare.

@@ -24,6 +24,14 @@ from ganray.metrics.classifier import model as clf_model
 from ganray.metrics.classifier import store as clf_store
 from ganray.metrics.fcd import frechet_distance
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered, kl_to_uniform, knn_radii
+from ganray.metrics.kid import (
+    kid_from_sums,
+    kid_subsets,
+    polynomial_kernel,
+    subset_indicators,
+    subset_pair_sums,
+    subset_self_sums,
+)
 from ganray.metrics.prdc import compute_prdc, expected_coverage
 from ganray.storage import StorageError
 
@@ -255,6 +263,54 @@ def test_fcd_is_small_for_real_digits_and_large_for_one_digit(mnist, ref):
     one = run("fcd", test.x[test.y == 0], ref)["fcd"]
     noise = run("fcd", torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1, ref)["fcd"]
     assert same < 30 and one > 10 * same and noise > 10 * same
+
+
+def test_kid_of_a_set_against_itself_is_the_unbiased_estimators_exact_value():
+    """With subsets as large as the set, every subset is the whole set: KID is then one number,
+    written out here pair by pair — (Σ_{i≠j} k + Σ_{i≠j} k)/(n(n−1)) − 2 Σ_{i,j} k/n² — which for
+    X = Y is 2 (mean k_ij − mean k_ii)/(n − 1): ≈ 0, slightly negative, O(1/n) of the kernel."""
+    x = torch.randn(30, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, std = kid_subsets(x, x, subsets=7, subset_size=30, seed=3)
+    X, (n, d) = x.numpy(), x.shape
+    k = [[(X[i] @ X[j] / d + 1.0) ** 3 for j in range(n)] for i in range(n)]
+    off_diagonal = sum(k[i][j] for i in range(n) for j in range(n) if i != j)
+    every_pair = sum(k[i][j] for i in range(n) for j in range(n))
+    exact = 2 * off_diagonal / (n * (n - 1)) - 2 * every_pair / n**2
+    assert mean == pytest.approx(exact, rel=1e-12) and std == pytest.approx(0, abs=1e-12)
+    diag_mean = sum(k[i][i] for i in range(n)) / n
+    assert exact < 0 and abs(exact) < 2 * diag_mean / (n - 1)
+    shifted = kid_subsets(x, x + 1.0, subsets=7, subset_size=30, seed=3)[0]
+    assert shifted > 10 * abs(exact)
+    # the subset sums (indicator-matrix products) agree with subsets taken one by one
+    y = torch.randn(50, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.3
+    R = subset_indicators(30, 4, 20, torch.Generator().manual_seed(3))
+    F = subset_indicators(50, 4, 20, torch.Generator().manual_seed(4))
+    got = kid_from_sums(subset_self_sums(x, R), subset_self_sums(y, F), subset_pair_sums(x, y, R, F), 20)
+    for s in range(4):
+        a, b = x[R[:, s].bool()], y[F[:, s].bool()]
+        kaa, kbb, kab = polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)
+        one = ((kaa.sum() - kaa.trace()) + (kbb.sum() - kbb.trace())) / (20 * 19) - 2 * kab.sum() / 400
+        assert float(got[s]) == pytest.approx(float(one), rel=1e-10)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(0)
+    real, same = torch.randn(3000, 8, generator=g), torch.randn(2000, 8, generator=g)
+    cache: dict = {}
+    kid_same, std_same = kid_subsets(real, same, cache=cache)  # 100 subsets of 1,000, as torch-fidelity
+    kid_shift, _ = kid_subsets(real, same + 0.5, cache=cache)
+    assert len(cache) == 1  # the real subsets and their sums, computed once
+    assert abs(kid_same) < 3 * std_same and kid_shift > 20 * (abs(kid_same) + std_same)
+    assert kid_subsets(real, same, cache=cache) == (kid_same, std_same)  # seeded: the same subsets
+
+
+def test_kid_on_digits_and_in_the_default_metrics(mnist, ref):
+    _, test = mnist
+    same = run("kid", test.x, ref)
+    one = run("kid", test.x[test.y == 0], ref)["kid"]
+    noise = run("kid", torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1, ref)["kid"]
+    assert abs(same["kid"]) < 3 * same["kid_std"] and one > 30 * same["kid_std"] and noise > 30 * same["kid_std"]
+    assert "kid" in load(None).eval.metrics and signal_names(("kid",)) == {"kid", "kid_std"}
 
 
 # ---- 2D mixtures -----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from ganray.artifacts import layout, reader
 from ganray.config import load
 from ganray.metrics.inputs import classify
 from ganray.models import build_discriminator, build_generator
-from ganray.report import figures, model, tables
+from ganray.report import figures, model, render, tables
 from ganray.train import checkpoint
 
 FIGURES = ("class_histograms.png", "verdict_heatmap.png", "coverage_fcd.png", "loss_curves.png")
@@ -229,6 +229,59 @@ def test_html_is_self_contained_and_embeds_figures_samples_and_gifs(written):
     last_png = (exp / "trials" / "z1-s0" / "samples" / "step_000300.png").read_bytes()
     assert "data:image/png;base64," + base64.b64encode(last_png).decode() in page
     assert COLLAPSE_REASON.replace("&", "&amp;") in page and "no verdict (still running or failed)" in page
+
+
+def _html_rows(page: str) -> dict[str, str]:
+    """{trial: its <tr>} of report.html's trials table."""
+    table = page.split('<table class="trials-table">', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    return {re.search(r'<td class="trial"[^>]*>([^<]*)</td>', r).group(1): r for r in rows if 'class="trial"' in r}
+
+
+def test_each_trials_row_shows_its_last_sample_grid_inline(written):
+    """report.html: the trial's last grid inside its row (embedded, with width, height and alt
+    text, linking to the trial's card with the GIF); report.md: the same grid by its path
+    relative to report.md. tests/test_report_browser.py looks at both in Chromium."""
+    exp, _ = written
+    page, md = (exp / "report.html").read_text(), (exp / "report.md").read_text()
+    rows = _html_rows(page)
+    assert list(rows) == ["z1-s0", "z10-s0", "z50-s0"]
+    for trial, step in (("z1-s0", 300), ("z10-s0", 400)):
+        grid = (exp / "trials" / trial / "samples" / f"step_{step:06d}.png").read_bytes()
+        img = re.search(r'<td class="samples"[^>]*><a href="#samples-([^"]+)"[^>]*><img ([^>]*)>', rows[trial])
+        assert img and img.group(1) == trial, rows[trial]
+        attrs = dict(re.findall(r'(\w+)="([^"]*)"', img.group(2)))
+        assert attrs["src"] == "data:image/png;base64," + base64.b64encode(grid).decode()
+        assert (attrs["width"], attrs["height"]) == ("56", "56")  # small grids keep their size
+        assert attrs["alt"] == f"sample grid of {trial} at step {step}"
+        assert f'id="samples-{trial}"' in page  # the card the thumbnail links to
+        md_row = next(line for line in md.splitlines() if line.startswith(f"| {trial} |"))
+        src = f"trials/{trial}/samples/step_{step:06d}.png"
+        assert f'<img src="{src}" width="56" height="56" alt="sample grid of {trial} at step {step}">' in md_row
+        assert (exp / src).is_file()  # the relative path works from report.md
+    assert "no samples yet" in rows["z50-s0"] and "<img" not in rows["z50-s0"]
+    assert next(line for line in md.splitlines() if line.startswith("| z50-s0 |")).endswith("| no samples yet |")
+
+
+def test_html_table_names_the_shared_settings_once_and_keeps_the_varying_ones():
+    """Only z_dim varies: lr_g, lr_d, family and seed go into one line above the table, not a column each."""
+    exp = model.Experiment("/x/exp", None, [model.Trial("z1-s0", "/x/exp/trials/z1-s0", {"z_dim": z, "lr_g": 2e-4,
+                                                   "lr_d": 2e-4, "family": "gan", "seed": 0}) for z in (1, 10)])
+    page = render.report_html(exp, {})
+    assert '<p class="shared">Every trial: lr_g 0.0002, lr_d 0.0002, family gan, seed 0.</p>' in page
+    head = re.search(r'<table class="trials-table"><thead><tr>(.*?)</tr>', page).group(1)
+    assert re.findall(r"<th>([^<]*)</th>", head)[:4] == ["trial", "z_dim", "steps", "stopped early"]
+    assert "<th>lr_g</th>" not in head and "<th>samples</th>" in head and "<th>reasons</th>" in head
+
+
+def test_thumbnail_sizes_come_from_the_image_header():
+    png = _png(0)  # 56 x 56
+    assert render.image_size(png) == (56, 56) and render.thumbnail_size(png) == (56, 56)
+    buf = io.BytesIO()
+    Image.new("L", (482, 242)).save(buf, format="PNG")
+    assert render.thumbnail_size(buf.getvalue()) == (160, 80)  # shrunk to THUMB_PX, the aspect kept
+    assert render.image_size(_gif((1, 2))) == (56, 56)
+    assert render.image_size(b"not an image") is None and render.thumbnail_size(None) is None
 
 
 def test_histograms_come_from_the_evaluations_counts(written):

@@ -6,5 +6,6 @@
   segments   files that grow, written as segments that each reach the bucket about once
   uploader   background uploads of a trial's record to its bucket
   events     TensorBoard event records
+  hparams    the trial's row of TensorBoard's HParams table (sweep values, last metrics, verdict code)
   images     sample grids, scatter plots, GIFs
 """

@@ -33,6 +33,10 @@ TENSORBOARD_DIR = "tensorboard"
 
 VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
 BAD_VERDICTS = ("collapsed", "diverged", "garbage")  # what the collapse stopper stops
+# The verdict as a number, for trackers that hold numbers only (TensorBoard's HParams, MLflow):
+# its index in VERDICTS. VERDICT_LEGEND says so in words wherever such a number is shown.
+VERDICT_CODES = {v: i for i, v in enumerate(VERDICTS)}
+VERDICT_LEGEND = ", ".join(f"{i} {v}" for v, i in VERDICT_CODES.items())
 
 METRICS_SEGMENT_RE = re.compile(r"^metrics/(\d{6})\.jsonl$")
 SAMPLE_RE = re.compile(r"^samples/step_(\d+)\.png$")

@@ -15,6 +15,10 @@ name order and treats a file as final once a later one exists) and metrics rows
 ±inf as the strings "nan", "inf", "-inf", so every line is strict JSON). The segments in name
 order are one stream with increasing steps: a resumed run rewrites the segments that hold rows
 at or after the step it resumes from, and an unresumed re-run drops the earlier rows.
+
+Given a ganray config (config_yaml), the events also hold the trial's row of TensorBoard's HParams
+table (ganray.artifacts.hparams): the columns and this trial's sweep values when the run starts,
+a `verdict_code` scalar at every verdict, and the session's end once training has ended.
 """
 from __future__ import annotations
 
@@ -29,9 +33,10 @@ import time
 from typing import Any
 
 import numpy as np
+import yaml
 
-from ganray import storage
-from ganray.artifacts import layout
+from ganray import config, storage
+from ganray.artifacts import hparams, layout
 from ganray.artifacts.events import (
     EVENTS_PREFIX,
     FIXED_Z_TAG,
@@ -87,6 +92,7 @@ class TrialRecorder:
         if upload_every_sec <= 0 or rotate_every_sec <= 0 or rotate_max_bytes <= 0:
             raise ValueError("upload_every_sec, rotate_every_sec and rotate_max_bytes must be > 0")
         self.paths, self.stopper, self.max_gif_frames = paths, stopper, max_gif_frames
+        self.config = _parse_config(config_yaml)  # None: no ganray config, so no HParams row
         self._trial_remote = storage.split_uri(paths.trial)[0] != "file"
         self._tb_remote = storage.split_uri(paths.tensorboard)[0] != "file"
         self.staging_dir = (tempfile.mkdtemp(prefix="ganray-record-") if self._trial_remote or self._tb_remote
@@ -113,6 +119,11 @@ class TrialRecorder:
         # TensorBoard takes a run's first START as its beginning and a later one as a restart.
         if not existing_events or resume_step is not None:
             self._events.write(tf_record(session_start_event(resume_step or 0)))
+        # HParams: TensorBoard keeps a run's first session start, so only the run's first writer writes one.
+        if self.config is not None and not existing_events:
+            table, now = hparams.hparams_table(self.config), time.time()
+            self._events.write(tf_record(hparams.experiment_event(table, now)))
+            self._events.write(tf_record(hparams.session_start_event(table, paths.name, now)))
         self._staged: dict[int, dict] = {}
         self._scatter_lim = 0.0
         self._closed = False
@@ -134,6 +145,10 @@ class TrialRecorder:
             self.samples(step, samples)
         if verdict is not None:
             self.verdict(verdict)
+        if self.config is not None and _training_ended(self.config, step, verdict):
+            # the loop's last report: the HParams session ends (a writer that fails never gets here)
+            with self._up.lock:
+                self._events.write(tf_record(hparams.session_end_event(step, time.time())))
         staged = self._staged.pop(step, None)
         if staged is not None:
             self.flush()  # metrics first: a checkpoint is never newer than its metrics
@@ -193,9 +208,16 @@ class TrialRecorder:
             self._events.write(tf_record(image_event(step, FIXED_Z_TAG, png, height, width, channels, now)))
 
     def verdict(self, payload: dict) -> None:
-        """verdict.json, replaced atomically, with the stopper's state."""
+        """verdict.json, replaced atomically, with the stopper's state; the TensorBoard scalar
+        `verdict_code` at the verdict's step (layout.VERDICT_CODES)."""
         stopper = self.stopper.state_dict() if self.stopper is not None else None
         self.write_json(layout.VERDICT, {**payload, "stopper": stopper})
+        step = payload.get("step")
+        code = (hparams.verdict_code_event(int(step), str(payload.get("verdict")), time.time())
+                if isinstance(step, int) and not isinstance(step, bool) else None)
+        if code is not None:
+            with self._up.lock:
+                self._events.write(tf_record(code))
 
     def write_json(self, name: str, payload: Any) -> None:
         self.write_text(name, json.dumps(jsonable(payload), indent=2, allow_nan=False) + "\n")
@@ -317,6 +339,23 @@ class TrialRecorder:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("TrialRecorder is closed")
+
+
+def _parse_config(config_yaml: str | None) -> config.Config | None:
+    """The ganray config in `config_yaml` (the resolved config the runners pass), or None."""
+    if config_yaml is None:
+        return None
+    try:
+        return config.from_dict(yaml.safe_load(config_yaml))
+    except (config.ConfigError, yaml.YAMLError) as e:
+        log.warning("config.yaml is not a ganray config, so TensorBoard gets no HParams row: %s", e)
+        return None
+
+
+def _training_ended(cfg: config.Config, step: int, verdict: dict | None) -> bool:
+    """Whether the loop reports no more after this: the last step, an early stop, a divergence."""
+    return step >= cfg.train.steps or bool(verdict and (verdict.get("stopped_early")
+                                                        or verdict.get("verdict") == "diverged"))
 
 
 def _drop_rows_from(segments: list[str], first_step: int) -> None:

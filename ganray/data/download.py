@@ -48,6 +48,9 @@ MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+    # Not a dataset: the Inception weights of FID/KID/IS (ganray.metrics.inception), from the
+    # torch-fidelity release that its FeatureExtractorInceptionV3 downloads them from.
+    "inception": ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/",),
 }
 
 CHECKSUMS: dict[str, dict[str, Expected]] = {
@@ -74,6 +77,14 @@ CHECKSUMS: dict[str, dict[str, Expected]] = {
     # Size: 170,498,071 bytes, as published with that sha256 in several dataset manifests.
     "cifar10": {
         "cifar-10-python.tar.gz": Expected(170498071, "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
+    },
+    # TF Inception 2015-12-05 converted to PyTorch (torch-fidelity v0.2.0 release; the same bytes as
+    # pytorch-fid's pt_inception-2015-12-05-6726825d.pth). The name's 6726825d is the sha256 prefix
+    # torch.hub checks; the full sha256 and size are those listed with that file in several
+    # evaluation manifests (95,628,359 bytes). Not downloadable from the CI machines: untested there.
+    "inception": {
+        "weights-inception-2015-12-05-6726825d.pth": Expected(
+            95628359, "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"),
     },
 }
 

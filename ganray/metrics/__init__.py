@@ -32,6 +32,9 @@ IMAGE_KINDS = (IMAGE, STACKED)
 
 MetricFn = Callable[["MetricInputs"], dict[str, float]]
 
+# The datasets of RGB (3-channel) images: the ones eval.inception applies to (ganray.metrics.inception).
+RGB_DATASETS = ("cifar10", "stacked-mnist")
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -64,6 +67,7 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in (
           IMAGE_KINDS, features=True),
     _spec("fcd", ("fcd",), IMAGE_KINDS, real_features=True),
     _spec("fixed_z_flip_rate", ("fixed_z_flip_rate",), ALL_KINDS, features=True),
+    _spec("kid", ("kid", "kid_std"), IMAGE_KINDS, real_features=True),
     _spec("mixture_coverage", ("modes_covered", "hq_share", "reverse_kl"), (POINTS,)),
     _spec("near_real", ("near_real_share",), IMAGE_KINDS, real_features=True),
     _spec("prdc", ("precision", "recall", "density", "coverage"), IMAGE_KINDS, real_features=True),
@@ -150,6 +154,7 @@ def config_metric_errors(cfg: Config) -> list[str]:
     if not errs and cfg.eval.metrics and not applicable_metrics(cfg.data.dataset, cfg.eval.metrics):
         errs.append(f"eval.metrics: none of {', '.join(cfg.eval.metrics)} applies to data.dataset "
                     f"{cfg.data.dataset!r} (2D mixtures: mixture_coverage; images: class_coverage, fcd, ...)")
+    errs += inception_errors(cfg)
     if cfg.sweep.asha:
         reportable = signal_names(cfg.eval.metrics)
         if cfg.sweep.asha_metric not in reportable:
@@ -157,4 +162,20 @@ def config_metric_errors(cfg: Config) -> list[str]:
                 f"sweep.asha_metric: unknown metric {cfg.sweep.asha_metric!r}"
                 f"{did_you_mean(cfg.sweep.asha_metric, reportable)}; allowed: {', '.join(sorted(reportable))}"
             )
+    return errs
+
+
+def inception_errors(cfg: Config) -> list[str]:
+    """Errors in eval.inception / eval.inception_weights: Inception features are for RGB images only
+    (grey digits replicated to 3 channels are far from ImageNet: their FID compares with nothing; the
+    dataset's own classifier, fcd and kid, measures them), and the final evaluation must exist."""
+    ev, errs = cfg.eval, []
+    if ev.inception and cfg.data.dataset not in RGB_DATASETS:
+        errs.append(f"eval.inception: FID, KID and IS need RGB images ({', '.join(RGB_DATASETS)}); "
+                    f"data.dataset {cfg.data.dataset!r} is not (its classifier's fcd and kid measure it)")
+    if ev.inception and not ev.metrics:
+        errs.append("eval.inception: needs the evaluation at the end of a trial, but eval.metrics is empty")
+    if "://" in ev.inception_weights and not ev.inception_weights.startswith(("s3://", "gs://")):
+        errs.append(f"eval.inception_weights: expected a local path or an s3:// or gs:// URI, got "
+                    f"{ev.inception_weights!r} (a download mirror: $GANRAY_MIRROR_INCEPTION)")
     return errs

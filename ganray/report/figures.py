@@ -217,7 +217,8 @@ def figure_loss_curves(exp: Experiment) -> bytes | None:
         ax.set_xlabel("generator step", fontsize=8)
     handles = [Line2D([], [], color=f"C{i}", label=k) for i, k in enumerate(keys_all)]
     handles.append(Line2D([], [], color="0.4", linestyle=":", label="bad verdict first seen"))
-    fig.legend(handles=handles, loc="outside upper right", ncols=len(handles), fontsize=8, frameon=False)
+    # below the panels: above them it would run into the title when there are only one or two
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Training losses", fontsize=10)
     return to_png(fig)
 

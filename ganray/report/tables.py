@@ -13,8 +13,11 @@ from ganray.report.model import NO_VERDICT, PARAM_AXES, SEVERITY, SUMMARY_LABEL,
 # Final-value columns of the table and of trials.csv (names from ganray/metrics).
 TABLE_METRICS = ("classes_covered", "kl_uniform", "fcd", "precision", "recall")
 TABLE_METRICS_2D = ("modes_covered", "hq_share", "reverse_kl")
-CSV_METRICS = ("classes_covered", "kl_uniform", "fcd", "precision", "recall", "density", "coverage",
-               "fixed_z_flip_rate", "max_class_share", "mean_confidence", "modes_covered", "hq_share", "reverse_kl")
+# FID, KID, IS in Inception features: the final evaluation's, with eval.inception (columns only when present).
+INCEPTION_METRICS = ("fid", "kid_inception", "inception_score")
+CSV_METRICS = ("classes_covered", "kl_uniform", "fcd", "kid", "precision", "recall", "density", "coverage",
+               "fixed_z_flip_rate", "max_class_share", "mean_confidence", "modes_covered", "hq_share", "reverse_kl",
+               *INCEPTION_METRICS)
 
 
 def varying_axes(trials: list[Trial]) -> list[str]:
@@ -123,7 +126,12 @@ def cell(row: dict[str, Any], key: str) -> str:
 
 def metric_columns(exp: Experiment) -> list[str]:
     """The table's metric columns: the image ones or the 2D-mixture ones, by the sweep's dataset
-    (without a sweep config: the 2D ones when only those were logged)."""
+    (without a sweep config: the 2D ones when only those were logged); then FID, KID and IS
+    when a trial has them."""
+    return _base_columns(exp) + [m for m in INCEPTION_METRICS if any(t.final(m) is not None for t in exp.trials)]
+
+
+def _base_columns(exp: Experiment) -> list[str]:
     if exp.config is not None:
         return list(TABLE_METRICS_2D if is_2d(exp.config.data.dataset) else TABLE_METRICS)
     two_d = any(t.final("modes_covered") is not None for t in exp.trials) and not any(

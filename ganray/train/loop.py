@@ -144,9 +144,7 @@ def train(
         result.last_metrics = metrics
         # asked before the checkpoint, so that the checkpoint holds the stopper's count after this step
         stop = at.eval and should_stop(s.step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})})
-        stopped_early = stop and s.step < tc.steps
-        if verdict is not None and stopped_early:
-            verdict["stopped_early"] = True  # the record says why the trial ended here
+        stopped_early = _final_evaluation(s, metrics, verdict, stop, device)
         if at.checkpoint:
             save_checkpoint(s.step, s.snapshot(), metrics)
         report(s.step, metrics, samples=samples, verdict=verdict)
@@ -193,10 +191,15 @@ def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device)
             "stopped_early": False, "counts": None, "evaluator": None}
 
 
+def _eval_samples(s: TrainingState, device: torch.device) -> torch.Tensor:
+    """cfg.eval.n fresh samples of this step's evaluation (their own seed: the same on every call)."""
+    cfg = s.cfg
+    return generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=cfg.experiment.seed * 7919 + s.step)
+
+
 def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, device: torch.device) -> dict:
     """Score cfg.eval.n fresh samples (their own seed) and the fixed-z batch; the verdict payload."""
-    cfg = s.cfg
-    gen = generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=cfg.experiment.seed * 7919 + s.step)
+    gen = _eval_samples(s, device)
     with isolated_rng(device):
         res = s.evaluator(gen, fixed, s.step, s.history)
     metrics.update(res.metrics)
@@ -204,6 +207,21 @@ def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, de
     return {"verdict": res.verdict, "step": s.step, "first_seen_step": res.first_seen_step,
             "reasons": list(res.reasons), "stopped_early": False, "counts": res.counts,
             "evaluator": s.evaluator.state_dict()}
+
+
+def _final_evaluation(s: TrainingState, metrics: dict[str, Any], verdict: dict | None, stop: bool,
+                      device: torch.device) -> bool:
+    """Whether the trial stops early here (its verdict then says so). At the trial's final
+    evaluation — the last step, or a stop — FID, KID and IS in Inception features join this
+    step's metrics when eval.inception is on (scored on the same samples as the verdict)."""
+    stopped_early = stop and s.step < s.cfg.train.steps
+    if verdict is not None and stopped_early:
+        verdict["stopped_early"] = True  # the record says why the trial ended here
+    final = verdict is not None and (stop or s.step == s.cfg.train.steps)  # a verdict: this step evaluated
+    if final and s.evaluator.inception is not None and verdict["verdict"] != "diverged":
+        with isolated_rng(device):
+            metrics.update(s.evaluator.inception_metrics(_eval_samples(s, device)))
+    return stopped_early
 
 
 def _param_checksum(m: Models) -> float:

@@ -4,8 +4,8 @@ One YAML file per experiment; its keys equal the dataclass field names below. Ev
 problem (unknown key, wrong type, value out of range) raises `ConfigError` naming the dotted
 path and what is allowed, before anything runs. What this floor cannot see — storage URIs
 (the storage layer's grammar) and metric names (the metrics registry) — is checked by
-`ganray.args.load_config`, which every entry point loads configs with. This module imports
-only ganray.exits.
+`ganray.args.load_config`, which every entry point loads configs with. This package imports
+only ganray.exits; `ganray.config.parse` converts and range-checks single values.
 
 The dataclass defaults ARE the embedded local defaults: configs/zdim_mnist_local.yaml (which
 `python jobs/sweep_zdim.py` runs) equals them (mnist5k, a CPU-sized DCGAN, ./ganray_results).
@@ -13,10 +13,7 @@ The dataclass defaults ARE the embedded local defaults: configs/zdim_mnist_local
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ganray.exits import BadInput
+from ganray.config.parse import MAX_INT, ConfigError, check_range, convert, did_you_mean  # noqa: F401 (re-exported)
 
 # Names other layers register; kept here so a config can be checked before anything
 # heavy is imported. Tests assert these agree with the registries.
@@ -49,20 +46,11 @@ FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
     # VAE baseline: ganray's own (the VAE paper used Adagrad); lr_d and n_critic are not used
     "vae": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
 }
-MAX_INT = 2**31 - 1  # no integer setting is meaningful beyond this (train.steps has its own cap)
 
 
 def is_2d(dataset: str) -> bool:
     """True for the 2-D mixtures (TWO_D_DATASETS), False for image datasets."""
     return dataset in TWO_D_DATASETS
-
-
-class ConfigError(BadInput, ValueError):
-    """A config problem, with the dotted path of every offending key."""
-
-    def __init__(self, errors: list[str] | str):
-        self.errors = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__("\n".join(self.errors))
 
 
 def _f(default, *, ge=None, gt=None, le=None, choices=None, doc=""):
@@ -91,7 +79,7 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _f("mnist5k", choices=DATASETS)
+    dataset: str = _f("mnist5k", choices=DATASETS, doc="training data: images, or the 2D mixtures ring8, grid25")
     source: str = _f(
         "",
         doc="folder or s3://, gs:// prefix holding the official files (read from there only); "
@@ -117,15 +105,15 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = _f("auto", choices=ARCHS, doc="auto = dcgan for images, mlp for 2D data")
-    z_dim: int = _f(10, ge=1, le=65536)
+    z_dim: int = _f(10, ge=1, le=65536, doc="size of the latent z that G maps to a sample")
     width: float = _f(0.25, gt=0, le=16, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
     g_ema: bool = _f(False, doc="keep an exponential moving average of G (G_ema)")
-    ema_decay: float = _f(0.999, gt=0, le=1)
+    ema_decay: float = _f(0.999, gt=0, le=1, doc="G_ema decay per G step (model.g_ema)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    family: str = _f("gan", choices=FAMILIES)
+    family: str = _f("gan", choices=FAMILIES, doc="losses and steps; unset train keys take its settings")
     steps: int = _f(600, ge=1, le=100_000_000, doc="generator steps")
     batch_size: int = _f(64, ge=1, le=1_000_000, doc="per worker: the global batch is batch_size * num_workers")
     # null (the default) = the family's published setting (FAMILY_DEFAULTS); resolved on load
@@ -138,12 +126,12 @@ class TrainConfig:
     began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
     began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")
     vae_alpha: float = _f(1.0, gt=0, doc="VAE loss = KL + alpha * MSE")
-    log_every: int = _f(20, ge=1)
-    eval_every: int = _f(100, ge=1)
-    sample_every: int = _f(100, ge=1)
-    checkpoint_every: int = _f(100, ge=1)
+    log_every: int = _f(20, ge=1, doc="steps between logged metric rows (and the last step)")
+    eval_every: int = _f(100, ge=1, doc="steps between evaluations: metrics and the collapse verdict")
+    sample_every: int = _f(100, ge=1, doc="steps between sample grids (the fixed-z GIF's frames)")
+    checkpoint_every: int = _f(100, ge=1, doc="steps between checkpoints (runs resume from the newest)")
     bf16: bool = _f(False, doc="bf16 autocast on GPU")
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"), doc="auto = cuda if scaling.use_gpu and CUDA is there")
 
     def __post_init__(self) -> None:
         # Fill the keys left unset with the family's settings; remember which, so that a change of
@@ -157,9 +145,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScalingConfig:
-    num_workers: int = _f(1, ge=1)
-    use_gpu: bool = _f(False)
-    cpus_per_worker: float = _f(1.0, gt=0)
+    num_workers: int = _f(1, ge=1, doc="Ray Train workers (DDP ranks) per trial")
+    use_gpu: bool = _f(False, doc="give each worker gpus_per_worker GPUs")
+    cpus_per_worker: float = _f(1.0, gt=0, doc="CPUs Ray reserves for each worker")
     gpus_per_worker: float = _f(1.0, gt=0, doc="fractions pack several small trials on one GPU")
     max_failures: int = _f(0, ge=-1, doc="Ray Train FailureConfig.max_failures; -1 = unlimited")
     sync_batchnorm: bool = _f(False, doc="convert BatchNorm to SyncBatchNorm under DDP")
@@ -175,10 +163,15 @@ class SweepConfig:
     stopper: bool = _f(True, doc="stop trials whose verdict is collapsed/diverged/garbage")
     patience: int = _f(2, ge=1, doc="consecutive bad evaluations before a trial is stopped")
     grace_steps: int = _f(200, ge=0, doc="no early stop before this step: young GANs look like garbage")
-    asha: bool = _f(False)
+    asha: bool = _f(False, doc="ASHA scheduler: stop trials that rank low by asha_metric at each rung")
     asha_metric: str = _f("fcd", doc="metric ASHA ranks trials by")
-    asha_mode: str = _f("min", choices=("min", "max"))
+    asha_mode: str = _f("min", choices=("min", "max"), doc="min: lower asha_metric is better; max: higher")
     max_concurrent_trials: int = _f(0, ge=0, doc="0 = as many as the cluster's resources allow")
+
+
+# sweep field -> the config key each value of its grid sets (ganray.sweep's axes, the HParams columns)
+SWEEP_AXES = (("z_dim", "model.z_dim"), ("lr_g", "train.lr_g"), ("lr_d", "train.lr_d"), ("family", "train.family"),
+              ("seeds", "experiment.seed"))
 
 
 @dataclass(frozen=True)
@@ -192,8 +185,8 @@ class EvalConfig:
     n: int = _f(2000, ge=10, doc="generated samples per evaluation (stacked-mnist paper protocol: 26000)")
     n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
     metrics: tuple[str, ...] = _f(
-        ("class_coverage", "mixture_coverage", "fcd", "prdc", "near_real", "fixed_z_flip_rate", "sample_diversity",
-         "training_signals"),
+        ("class_coverage", "mixture_coverage", "fcd", "kid", "prdc", "near_real", "fixed_z_flip_rate",
+         "sample_diversity", "training_signals"),
         doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) are skipped",
     )
     n_real: int = _f(10000, ge=10, doc="real samples in the cached reference statistics (FCD, PRDC)")
@@ -216,6 +209,10 @@ class EvalConfig:
     flat_window: int = _f(10, ge=2, doc="training signals: the last this-many logged entries")
     flat_rel_range: float = _f(0.01, ge=0, doc="a loss is flat when (max - min) / |mean| over the window is below this")
     m_global_rise: float = _f(0.1, ge=0, doc="BEGAN: a reason when M_global's fitted line rises by more than this share")
+    inception: bool = _f(False, doc="FID, KID and Inception Score with the standard Inception network at a trial's "
+                                    "final evaluation (RGB data; pip install -e '.[fid]')")
+    inception_weights: str = _f("", doc="path or URI of the Inception weights file; '' = download once into the "
+                                        "cache with a sha256 check")
 
     def __post_init__(self) -> None:
         errs = []
@@ -232,6 +229,22 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment trackers every trial is logged to, beside its record and TensorBoard (docs/tracking.md).
+
+    Credentials and server options come from each tracker's standard environment only
+    (MLFLOW_TRACKING_TOKEN, WANDB_API_KEY, WANDB_MODE, ...), never from configs.
+    """
+
+    mlflow_uri: str = _f("", doc="MLflow tracking URI (http://host:5000, file:/path, databricks); '' = off; "
+                                 "pip install -e '.[mlflow]'")
+    mlflow_experiment: str = _f("", doc="MLflow experiment the trials are logged under; '' = experiment.name")
+    wandb_project: str = _f("", doc="Weights & Biases project; '' = off; WANDB_MODE=offline writes run files "
+                                    "only; pip install -e '.[wandb]'")
+    wandb_group: str = _f("", doc="W&B group of the trials; '' = experiment.name")
+
+
+@dataclass(frozen=True)
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -241,6 +254,7 @@ class Config:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     # ---- conversions -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -271,95 +285,6 @@ class Config:
 # ---- loading and validation --------------------------------------------------------
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp, path: str) -> Any:
-    """Convert a YAML (or --set) value to the annotated type, or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):  # `float | None`: None = unset
-        if value is None:
-            return None
-        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _convert(value, inner, path)
-    if origin is tuple:
-        (elem, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, str):
-            value = [v for v in (s.strip() for s in value.strip("[]()").split(",")) if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list of {_type_name(elem)}, got {value!r}")
-        return tuple(_convert(v, elem, f"{path}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                try:
-                    f = float(value)  # "1e6" (YAML 1.1 reads it as a string)
-                except ValueError:
-                    f = math.nan
-                if math.isfinite(f) and f.is_integer():
-                    return int(f)
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        try:
-            if isinstance(value, (int, float, str)):
-                return float(value)  # YAML 1.1 reads 2e-4 as a string
-        except (ValueError, OverflowError):
-            pass
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{path}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {tp} at {path}")
-
-
-def _check_range(value: Any, meta: dict, path: str) -> list[str]:
-    values = value if isinstance(value, tuple) else (value,)
-    errs = []
-    for v in values:
-        if v is None:  # unset: filled in later (the family's settings)
-            continue
-        if isinstance(v, float) and not math.isfinite(v):
-            errs.append(f"{path}: must be a finite number (got {v!r})")
-            continue
-        if isinstance(v, int) and not isinstance(v, bool) and meta.get("le") is None and abs(v) > MAX_INT:
-            errs.append(f"{path}: must be <= {MAX_INT} (got {v!r})")
-            continue
-        if meta.get("choices") is not None and v not in meta["choices"]:
-            errs.append(f"{path}: unknown value {v!r}; allowed: {', '.join(map(str, meta['choices']))}")
-        if meta.get("ge") is not None and v < meta["ge"]:
-            errs.append(f"{path}: must be >= {meta['ge']} (got {v!r})")
-        if meta.get("gt") is not None and v <= meta["gt"]:
-            errs.append(f"{path}: must be > {meta['gt']} (got {v!r})")
-        if meta.get("le") is not None and v > meta["le"]:
-            errs.append(f"{path}: must be <= {meta['le']} (got {v!r})")
-    return errs
-
-
-def did_you_mean(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
     if raw is None:
         raw = {}
@@ -375,11 +300,11 @@ def _build_section(cls, raw: Any, prefix: str, errors: list[str]):
             errors.append(f"{path}: unknown key{did_you_mean(str(key), fields)}; allowed: {', '.join(fields)}")
             continue
         try:
-            v = _convert(value, hints[key], path)
+            v = convert(value, hints[key], path)
         except ConfigError as e:
             errors.extend(e.errors)
             continue
-        range_errs = _check_range(v, fields[key].metadata, path)
+        range_errs = check_range(v, fields[key].metadata, path)
         if range_errs:
             errors.extend(range_errs)
             continue
