@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -136,18 +134,12 @@ def write_atomic(path: Path, text: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadInput(f"--output {path}: folder {parent} does not exist")
+    from ganray.storage.local import atomic_local_write  # noqa: PLC0415 (only for --output: `ganray.schema` stays light)
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        atomic_local_write(str(path), lambda f: f.write(text.encode("utf-8")))
     except OSError as e:
         raise BadInput(f"--output {path}: cannot write in {parent} ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the file private
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInput(f"--output {path}: cannot write ({e.strerror or e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:

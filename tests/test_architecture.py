@@ -6,6 +6,7 @@ import ast
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -75,8 +76,6 @@ def test_the_training_loop_function_is_at_most_80_lines():
 
 
 def test_the_architecture_doc_names_every_layer_of_the_contract():
-    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
     contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
     (layers,) = [c["layers"] for c in contracts if c["type"] == "layers"]
     doc = (ROOT / "docs/architecture.md").read_text()

@@ -65,13 +65,8 @@ def sweep_params(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def redact(value: Any) -> Any:
-    """A URI's user:password@ as ***@ and a password parameter as *** (ganray.args.redact_uri); anything else as is."""
-    return redact_uri(value)
-
-
 def _config(cfg: Config) -> dict[str, dict[str, Any]]:
-    return {sec: {k: redact(v) for k, v in values.items()} for sec, values in cfg.to_dict().items()}
+    return {sec: {k: redact_uri(v) for k, v in values.items()} for sec, values in cfg.to_dict().items()}
 
 
 def flat_params(cfg: Config, trial: str) -> dict[str, str]:

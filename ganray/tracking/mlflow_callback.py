@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-from ganray.args import redact_text
+from ganray.args import redact_text, redact_uri
 from ganray.artifacts import layout
 from ganray.artifacts.reader import brief
 from ganray.tracking.follow import (
@@ -34,7 +34,6 @@ from ganray.tracking.follow import (
     TrialFollower,
     TuneEnds,
     flat_params,
-    redact,
     result_token,
     trial_point,
 )
@@ -171,7 +170,7 @@ class GanrayMLflowCallback(TuneEnds, MLflowLoggerCallback):
         try:
             yield
         except Exception as e:  # noqa: BLE001 — any client or server error; the record keeps everything
-            log.warning("MLflow (%s): could not %s: %s", redact(self.tracking_uri), what, redact_text(brief(e, 300)))
+            log.warning("MLflow (%s): could not %s: %s", redact_uri(self.tracking_uri), what, redact_text(brief(e, 300)))
 
 
 def _log_params(client, run_id: str, params: dict[str, str]) -> None:
