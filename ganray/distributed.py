@@ -66,6 +66,9 @@ def train_worker(loop_config: dict) -> None:
         with ray_ckpt.as_directory() as d:
             resume = checkpoint.load(os.path.join(d, layout.CHECKPOINT_FILE))
         log.info("rank %d: resuming from step %d", rank, resume["step"])
+    elif loop_config.get("resume_uri"):  # Ray's snapshot was cut off and set aside (make_trainer)
+        resume = checkpoint.load(loop_config["resume_uri"])
+        log.info("rank %d: resuming from step %d (%s)", rank, resume["step"], loop_config["resume_uri"])
     stopper = make_should_stop(cfg) if (make_should_stop is not None and rank == 0) else None
     if stopper is not None and resume is not None:
         stopper.load_state_dict(resume.get("stopper") or {})
@@ -129,13 +132,15 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
     cfg = storage.resolve_config(cfg)
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     fs, exp_path = storage.filesystem(paths.experiment)
+    resume_uri = _set_aside_a_cut_snapshot(paths)
     sc = cfg.scaling
     resources = {"CPU": sc.cpus_per_worker}
     if sc.use_gpu:
         resources["GPU"] = sc.gpus_per_worker
     return TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg, "paths": paths, "make_should_stop": make_should_stop},
+        train_loop_config={"config": cfg, "paths": paths, "make_should_stop": make_should_stop,
+                           "resume_uri": resume_uri},
         scaling_config=ScalingConfig(num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=trial,
@@ -147,6 +152,29 @@ def make_trainer(cfg: Config, trial: str, *, callbacks: list | None = None,
             logging_config=LoggingConfig(log_level="WARNING"),  # ganray logs its own progress
         ),
     )
+
+
+def _set_aside_a_cut_snapshot(paths: layout.TrialPaths) -> str | None:
+    """Ray Train rewrites its list of a run's checkpoints (layout.RAY_SNAPSHOT) in place, so a
+    driver killed during that write leaves the file cut off, and Ray then fails every re-run of
+    the trial while parsing it. Such a file is renamed to *.cut, with a warning, and the run
+    resumes from the newest checkpoint in the trial folder instead (ganray writes each
+    checkpoint whole or not at all). Returns that checkpoint's URI; None when the snapshot is
+    absent or whole (Ray resumes from it as usual) or no checkpoint is left."""
+    uri = storage.join(paths.trial, layout.RAY_SNAPSHOT)
+    try:
+        json.loads(storage.read_bytes(uri))
+        return None
+    except storage.StorageNotFoundError:
+        return None
+    except ValueError:  # not JSON (a UnicodeDecodeError is a ValueError too): the write was cut off
+        pass
+    fs, path = storage.filesystem(uri)
+    fs.move(path, path + ".cut")
+    newest = reader.latest_checkpoint(paths.trial)
+    log.warning("%s was cut off (its run was killed while Ray rewrote it); set aside as %s.cut; resuming from %s",
+                uri, layout.RAY_SNAPSHOT, newest or "the start (no checkpoint left)")
+    return newest
 
 
 # Endpoint settings (never credentials) that workers need to reach the same storage as the

@@ -82,6 +82,39 @@ def test_killed_worker_resumes_from_latest_checkpoint(ray_local, tmp_path):
     assert steps[-1] == 60
 
 
+def test_a_snapshot_cut_off_by_a_kill_is_set_aside_and_the_run_resumes_from_its_newest_checkpoint(ray_local, tmp_path):
+    """Ray Train rewrites checkpoint_manager_snapshot.json in place: a driver killed mid-write leaves
+    it cut off, and Ray would fail every re-run while parsing it. The re-run sets it aside and goes
+    on from the newest checkpoint in the trial folder: every step logged once, the run ends."""
+    import logging
+
+    from ganray.artifacts import layout
+    from ganray.distributed import make_trainer
+
+    store = tmp_path / "store"
+    trial = store / "ddp" / "trials" / "cut"
+    assert make_trainer(load(None, [*TINY, f"storage.uri={store}"]), "cut").fit().error is None
+    snapshot = trial / layout.RAY_SNAPSHOT
+    whole = snapshot.read_bytes()
+    snapshot.write_bytes(whole[: len(whole) // 2])  # what a kill during Ray's write leaves
+    started = time.time()
+    caught: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: caught.append(record.getMessage())
+    logging.getLogger("ganray.distributed").addHandler(handler)
+    try:
+        result = make_trainer(load(None, [*TINY, f"storage.uri={store}", "train.steps=9"]), "cut").fit()
+    finally:
+        logging.getLogger("ganray.distributed").removeHandler(handler)
+    assert result.error is None, result.error
+    assert (trial / (layout.RAY_SNAPSHOT + ".cut")).read_bytes() == whole[: len(whole) // 2]
+    assert any("was cut off" in m and "checkpoint_000006" in m for m in caught), caught
+    rows = reader.read_rows(str(trial))
+    assert [r["step"] for r in rows] == [3, 6, 9]  # resumed after 6, not from scratch
+    assert [r["step"] for r in rows if r["time"] > started] == [9]
+    assert json.loads(snapshot.read_text())["checkpoint_results"]  # Ray wrote a whole one again
+
+
 def test_killed_worker_resumes_every_rank_and_the_stopper_as_a_straight_run(ray_local, tmp_path):
     """Two DDP workers, a collapse stopper that counts but never stops (patience 1000) and cadences
     that do not line up (logs every 8, evaluations every 11, checkpoints every 10: the checkpoint at 20

@@ -12,6 +12,7 @@ reader reads them, and nothing else spells them.
         samples/step_<step:06d>.png        fixed-z sample grids
         fixed_z.gif                        those grids as frames
         checkpoint_<step:06d>/checkpoint.pt
+        checkpoint_manager_snapshot.json   Ray Train's list of the registered checkpoints
       report.md, report.html, trials.csv, figures/*.png
 """
 from __future__ import annotations
@@ -30,6 +31,8 @@ GIF = "fixed_z.gif"
 CHECKPOINT_FILE = "checkpoint.pt"
 TRIALS_DIR = "trials"
 TENSORBOARD_DIR = "tensorboard"
+# Ray Train's own file in a trial folder: the checkpoints it has registered, which a re-run resumes from
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
 BAD_VERDICTS = ("collapsed", "diverged", "garbage")  # what the collapse stopper stops
