@@ -33,7 +33,8 @@ def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
     """Whether `step` goes to `ray.train.report`: evaluations, checkpoints, the last step and a
     divergence. Log-only steps reach TensorBoard and the metrics rows through rank 0's recorder
     alone, because each Ray Train V2 report waits for the controller to take the previous
-    one (a queue of one, drained every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by default):
+    one (a queue of one, drained every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s by Ray's default, 0.2 s
+    as ganray sets it: REPORT_POLL_SEC):
     reporting every `log_every` steps held a fast loop to `log_every` steps per 2 s (7% of its
     speed in docs/performance.md). The rule depends on the step and on the divergence flag,
     which the loop all-reduces across ranks, so every rank agrees."""
@@ -182,6 +183,30 @@ def _set_aside_a_cut_snapshot(paths: layout.TrialPaths) -> str | None:
 FORWARD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "AWS_REGION", "AWS_DEFAULT_REGION",
                "STORAGE_EMULATOR_HOST", "GANRAY_CACHE")
 
+# Ray: each ray.train.report waits until Ray Train's controller has taken the previous one, and
+# the controller (an actor that trainer.fit starts: in the driver for `ganray train`, in each
+# trial's actor in a sweep) takes reports when it polls its workers, every
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (read once in the controller's process; 2 s by default).
+# 0.2 s: reports further apart than that (evaluation and checkpoint steps) never wait, and the
+# controller's 5 polls a second (one small actor call per worker) cost little: an idle 1-worker
+# run's controller used 1.1-1.3% of a core at 0.2 s, 0.5-0.9% at 2 s (docs/distributed.md).
+REPORT_POLL_ENV, REPORT_POLL_SEC = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
+
+
+def ray_env() -> dict[str, str]:
+    """The env_vars of the job's runtime_env: FORWARD_ENV as set here, and the controller's
+    polling interval (REPORT_POLL_SEC unless the user set it). Sets the interval in this
+    process's environment too (a local Ray's processes inherit it, and Ray Train passes it
+    from the process calling trainer.fit to its controller). Under `ray job submit` a key
+    that the job's own runtime_env sets is left to it."""
+    os.environ.setdefault(REPORT_POLL_ENV, REPORT_POLL_SEC)
+    env = {k: os.environ[k] for k in (*FORWARD_ENV, REPORT_POLL_ENV) if os.environ.get(k)}
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # under `ray job submit`: the job's own env wins
+    if job:
+        job_env = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
+        env = {k: v for k, v in env.items() if k not in job_env}
+    return env
+
 
 def init_ray() -> str:
     """Join the cluster in RAY_ADDRESS or the one `ray start --head` started on this machine
@@ -189,13 +214,9 @@ def init_ray() -> str:
     the console: where Ray runs, its resources and its dashboard."""
     import ray
 
+    env = ray_env()
     if ray.is_initialized():
         return _describe_ray(None)
-    env = {k: os.environ[k] for k in FORWARD_ENV if os.environ.get(k)}
-    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # under `ray job submit`: the job's own env wins
-    if job:
-        job_env = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
-        env = {k: v for k, v in env.items() if k not in job_env}
     token_file = _private_token_for_a_new_local_ray()
     ctx = ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True)
     log.info("Ray: %s", ray.cluster_resources())
@@ -287,12 +308,30 @@ def _describe_ray(ctx) -> str:
     return line
 
 
+def prepare_classifier(cfg: Config, say: Callable[[str], None] = print) -> None:
+    """The reference classifier of `cfg` made ready in <storage>/classifiers before any worker starts
+    (ganray.metrics.classifier.ready), trained, when none is stored, by one Ray task with one worker's
+    resources: on a worker's device (a GPU when the workers have one) and not on the driver, which
+    may be a small head node. Called once per run or sweep, after init_ray."""
+    from ganray.metrics.classifier.ready import prepare  # noqa: PLC0415
+
+    def in_a_worker_sized_task(fn: Callable[[Config], dict], c: Config) -> dict:
+        import ray  # Ray: one task, placed as a worker of the run would be
+
+        sc = c.scaling
+        task = ray.remote(num_cpus=sc.cpus_per_worker, num_gpus=sc.gpus_per_worker if sc.use_gpu else 0)(fn)
+        return ray.get(task.remote(c))
+
+    prepare(cfg, say=say, run=in_a_worker_sized_task)
+
+
 def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:
     """Fit one TorchTrainer; returns a TrainResult summary (from the trial's record) and the trial URI."""
     cfg = storage.resolve_config(cfg)  # workers must not resolve a relative path in their own cwd
     init_ray()
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     layout.write_experiment_config(paths.experiment, cfg.to_yaml())
+    prepare_classifier(cfg)  # before the workers: they only load it
     result = make_trainer(cfg, trial).fit()
     if result.error is not None:  # Ray's TrainingFailedError: a failure of the run (exit 1), its cause kept
         raise RuntimeError(f"training failed: {result.error}") from result.error

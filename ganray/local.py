@@ -12,6 +12,7 @@ from ganray import storage
 from ganray.artifacts import layout, reader
 from ganray.artifacts.recorder import TrialRecorder
 from ganray.config import Config
+from ganray.metrics.classifier.ready import prepare as prepare_classifier
 from ganray.train import TrainResult, checkpoint, train
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,9 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
     cfg = storage.resolve_config(cfg)
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     layout.write_experiment_config(paths.experiment, cfg.to_yaml())
+    # the reference classifier trained (when none is stored) with a line on the console, not silently
+    # inside the loop's first evaluation: ganray.metrics.classifier.ready
+    prepare_classifier(cfg, say=print if progress else log.info)
     resume = None
     last = reader.latest_checkpoint(paths.trial)
     if last is not None:

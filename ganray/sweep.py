@@ -224,7 +224,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     go to the run's console (ganray.console) when there is one, else to stdout."""
     from ray import tune  # Ray:
 
-    from ganray.distributed import init_ray
+    from ganray.distributed import init_ray, prepare_classifier
 
     t0 = time.time()
     cfg = storage.resolve_config(cfg)  # before Tune: each trial runs in a working directory of its own
@@ -238,6 +238,7 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         _check_same_sweep(cfg, exp_uri)
     layout.write_experiment_config(exp_uri, cfg.to_yaml())
     console.say(f"  Ray       {init_ray()}")
+    prepare_classifier(cfg, say=console.say)  # once per experiment, before any trial: trials only load it
     # The trial function only drives the TorchTrainer; its workers request the real resources.
     # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
     # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).

@@ -243,3 +243,44 @@ def test_name_lists_agree_with_registries():
     assert set(dataset_names()) == set(DATASETS)
     assert set(MIXTURES) == set(TWO_D_DATASETS) and all(is_2d(d) for d in MIXTURES)  # the one list of 2-D data
     assert set(family_names()) == set(FAMILIES)
+
+
+# ---- DDP on fractional GPUs (issue 17, hazard 2) ----------------------------------------------
+
+
+@pytest.mark.parametrize("workers,gpus,use_gpu,ok", [
+    (2, 0.5, True, False),   # two NCCL ranks on one GPU: "Duplicate GPU detected"
+    (3, 1.5, True, False),   # ranks would share a GPU again
+    (2, 1.0, True, True),    # whole GPUs per worker
+    (2, 2.0, True, True),
+    (1, 0.5, True, True),    # one worker: fractions pack trials, as in the GPU presets
+    (2, 0.5, False, True),   # CPU workers: the GPU fraction is not used
+])
+def test_multi_worker_ddp_on_fractional_gpus_is_refused_naming_both_keys(workers, gpus, use_gpu, ok):
+    overrides = [f"scaling.num_workers={workers}", f"scaling.gpus_per_worker={gpus}", f"scaling.use_gpu={use_gpu}"]
+    if ok:
+        load(None, overrides)
+        return
+    with pytest.raises(ConfigError) as e:
+        load(None, overrides)
+    (msg,) = e.value.errors
+    assert msg.startswith("scaling.gpus_per_worker:") and "scaling.num_workers" in msg, msg
+    assert "whole GPUs" in msg and "num_workers: 1" in msg, msg
+
+
+def test_gpu_presets_keep_validating_and_two_workers_on_them_exit_2(tmp_path, monkeypatch, capsys):
+    """Every GPU preset packs single-worker trials at 0.5 GPU; asking one of them for two DDP
+    workers is bad input (exit 2) before anything is written."""
+    gpu_presets = [p for p in PRESETS if load(p).scaling.use_gpu]
+    assert gpu_presets and all(load(p).scaling.gpus_per_worker < 1 for p in gpu_presets)
+    two = yaml.safe_load((ROOT / "configs" / "wgan_gp_mnist.yaml").read_text())
+    two["scaling"]["num_workers"] = 2
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(two))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["validate", "two.yaml"]) == 2
+    assert "scaling.gpus_per_worker: 0.5 with scaling.num_workers 2" in capsys.readouterr().err
+    assert cli.main(["train", "--local", str(ROOT / "configs" / "ring8.yaml"), "--set", "train.steps=1",
+                     "--set", "scaling.use_gpu=true", "--set", "scaling.gpus_per_worker=0.25",
+                     "--set", "scaling.num_workers=2"]) == 2
+    assert "scaling.gpus_per_worker: 0.25 with scaling.num_workers 2" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.yaml"]

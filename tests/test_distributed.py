@@ -47,6 +47,53 @@ def test_two_cpu_workers_ddp(ray_local, tmp_path):
     assert result.metrics["step"] == 6
 
 
+def test_the_controller_takes_reports_at_ganrays_short_polling_interval(ray_local, tmp_path, monkeypatch):
+    """Ray Train's controller actor reads RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s by default) and
+    takes a report only when it polls: after init_ray() (which, with Ray already up, sets it in
+    the driver alone) the controller runs with 0.2 s, so 6 back-to-back reports reach it about
+    0.2 s apart instead of 2 s."""
+    import os
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2.api.callback import UserCallback
+
+    from ganray.distributed import REPORT_POLL_ENV, init_ray
+
+    monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    init_ray()
+    seen = tmp_path / "seen.jsonl"
+
+    class Seen(UserCallback):  # runs in the controller
+        def after_report(self, run_context, metrics, checkpoint):
+            with open(seen, "a") as f:
+                f.write(json.dumps({"env": os.environ.get(REPORT_POLL_ENV), "pid": os.getpid(), "t": time.time()}) + "\n")
+
+    def loop(config):
+        for i in range(6):
+            ray.train.report({"i": i})
+
+    TorchTrainer(loop, scaling_config=ScalingConfig(num_workers=1),
+                 run_config=RunConfig(name="poll", storage_path=str(tmp_path), callbacks=[Seen()])).fit()
+    rows = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert len(rows) == 6 and {r["env"] for r in rows} == {"0.2"} and rows[0]["pid"] != os.getpid()
+    gaps = [b["t"] - a["t"] for a, b in zip(rows, rows[1:])]
+    assert max(gaps) < 1.0, gaps  # at the default interval each gap is >= 2 s
+
+
+def test_ray_env_keeps_the_users_interval_and_leaves_a_jobs_own_to_it(monkeypatch):
+    from ganray.distributed import REPORT_POLL_ENV, ray_env
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    assert ray_env()[REPORT_POLL_ENV] == "0.2"
+    monkeypatch.setenv(REPORT_POLL_ENV, "0.05")
+    assert ray_env()[REPORT_POLL_ENV] == "0.05"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {REPORT_POLL_ENV: "1"}}}))
+    assert REPORT_POLL_ENV not in ray_env()  # `ray job submit --runtime-env-json`: the job's value stands
+
+
 def test_killed_worker_resumes_from_latest_checkpoint(ray_local, tmp_path):
     """Kill one Ray Train worker process mid-run: the run restarts from its latest checkpoint,
     loses at most one checkpoint interval, and ends at the right step."""
@@ -181,6 +228,9 @@ print("MODE", os.environ.get("RAY_AUTH_MODE"), oct(os.stat(path).st_mode & 0o777
 def worker_env():
     return os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN_PATH")
 print("WORKER", *ray.get(worker_env.remote()))
+poll = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+job_env = ray.get_runtime_context().runtime_env.get("env_vars") or {}
+print("POLL", ray.get(ray.remote(lambda: os.environ.get(poll)).remote()), job_env.get(poll))
 shutdown_ray()
 print("AFTER", os.path.exists(path), os.environ.get("RAY_AUTH_MODE"), os.environ.get("RAY_AUTH_TOKEN_PATH"))
 """
@@ -196,11 +246,12 @@ def test_a_new_local_ray_authenticates_with_a_private_token_and_leaves_none_behi
 
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"}
     env.update(HOME=str(home), RAY_ADDRESS="local", OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", TOKEN_RUN], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line[:4] in ("LINE", "MODE", "WORK", "AFTE"))
+    out = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line[:4] in ("LINE", "MODE", "WORK", "AFTE", "POLL"))
+    assert out["POLL"] == "0.2 0.2"  # Ray's processes have the controller's polling interval, also through the job's env
     assert out["MODE"] == "token 0o600"
     assert out["WORKER"].startswith("token /") and "ganray-ray-token-" in out["WORKER"]  # Ray's processes use it
     assert out["AFTER"] == "False None None"  # file removed, variables gone with it

@@ -167,14 +167,15 @@ def test_step_n_critic_calls_next_real(family):
 
 # ---- gan ----------------------------------------------------------------------------------------
 
-def test_gan_losses_on_a_constant_discriminator():
+@pytest.mark.parametrize("d_updates", ["joint", "fake_then_real"])
+def test_gan_losses_on_a_constant_discriminator(d_updates):
     """D(v) = 0 logit (sigmoid 1/2): loss_D = 2 ln 2, loss_G = ln 2, D(x) = D(G(z)) = 1/2."""
     D = nn.Linear(2, 1)
     nn.init.zeros_(D.weight)
     nn.init.zeros_(D.bias)
     D_flat = nn.Sequential(D, nn.Flatten(0))
     G = nn.Linear(Z_DIM, 2)
-    tc = tiny_cfg("gan", POINT).train
+    tc = tiny_cfg("gan", POINT, d_updates=d_updates).train
     d = gan.d_step(G, D_flat, torch.optim.SGD(D_flat.parameters(), lr=0.0), real_batch(POINT),
                    torch.randn(BATCH, Z_DIM), {}, tc)
     assert d["loss_D"].item() == pytest.approx(2 * math.log(2))
@@ -184,7 +185,8 @@ def test_gan_losses_on_a_constant_discriminator():
     assert g["loss_G"].item() == pytest.approx(math.log(2))
 
 
-def test_gan_accuracy_of_a_perfect_discriminator():
+@pytest.mark.parametrize("d_updates", ["joint", "fake_then_real"])
+def test_gan_accuracy_of_a_perfect_discriminator(d_updates):
     """D(v) = 100 * (v_0 - 5): real points at v_0 = 10 are 'real', G's points at v_0 = 0 'fake'."""
     D = nn.Sequential(nn.Linear(2, 1), nn.Flatten(0))
     with torch.no_grad():
@@ -196,9 +198,79 @@ def test_gan_accuracy_of_a_perfect_discriminator():
     real = torch.zeros(BATCH, 2)
     real[:, 0] = 10.0
     d = gan.d_step(G, D, torch.optim.SGD(D.parameters(), lr=0.0), real, torch.randn(BATCH, Z_DIM), {},
-                   tiny_cfg("gan", POINT).train)
+                   tiny_cfg("gan", POINT, d_updates=d_updates).train)
     assert d["d_acc_real"].item() == 1.0 and d["d_acc_fake"].item() == 1.0
     assert d["loss_D"].item() < 1e-6
+
+
+def _watch_d_step(m: Models) -> dict[str, list]:
+    """Hooks recording, in call order, G's mode at each forward, each D forward's input with the
+    optimizer steps taken before it and D's output weights then, and each opt_D step."""
+    G, D = m.G_module, m.D_module
+    seen: dict[str, list] = {"g_training": [], "d_inputs": [], "steps": []}
+    G.register_forward_pre_hook(lambda mod, args: seen["g_training"].append(mod.training))
+    D.register_forward_pre_hook(lambda mod, args: seen["d_inputs"].append(
+        (args[0].detach().clone(), len(seen["steps"]), D.out.weight.detach().clone())))
+    m.opt_D.register_step_post_hook(lambda opt, args, kwargs: seen["steps"].append(1))
+    return seen
+
+
+def test_fake_then_real_d_step_steps_on_eval_mode_fakes_then_on_the_real_batch():
+    """train.d_updates fake_then_real, the Keras DCGAN's D.train_on_batch(G.predict(z), 0) then
+    D.train_on_batch(x, 1): G draws the fakes in eval mode (BatchNorm's running statistics, which
+    the draw leaves as they are) and is in train mode again after; D sees the fake batch first and
+    takes an optimizer step, then sees the real batch with the weights that step made and takes a
+    second one."""
+    fam = get_family("gan")
+    cfg = tiny_cfg("gan", d_updates="fake_then_real")
+    m = fam.build(cfg, IMAGE)
+    G = m.G_module
+    real, z = real_batch(IMAGE), torch.randn(BATCH, Z_DIM)
+    with torch.no_grad():
+        G(torch.randn(BATCH, Z_DIM))  # running statistics away from their initial 0 / 1
+        expected_fake = G.eval()(z)  # what G.predict(z) returns
+    G.train()
+    buffers = [b.clone() for b in G.buffers()]
+    d_weight = m.D_module.out.weight.detach().clone()
+    seen = _watch_d_step(m)
+
+    stats = fam.d_step(G, m.D, m.opt_D, real, z, {}, cfg.train)
+    assert seen["g_training"] == [False] and G.training, "the fakes must be drawn in eval mode, G left in train mode"
+    assert all(torch.equal(a, b) for a, b in zip(G.buffers(), buffers)), "the draw moved G's BatchNorm statistics"
+    assert len(seen["steps"]) == 2, "two D optimizer steps"
+    (x1, steps1, w1), (x2, steps2, w2) = seen["d_inputs"]
+    assert torch.equal(x1, expected_fake) and steps1 == 0 and torch.equal(w1, d_weight)  # first: the fakes
+    assert torch.equal(x2, real) and steps2 == 1 and not torch.equal(w2, d_weight)  # then: real, D stepped
+    assert_stats(stats, D_KEYS["gan"])
+
+
+def test_joint_d_step_is_one_step_on_real_and_fake_together():
+    """train.d_updates joint (the default, as before the setting): G draws the fakes in train mode,
+    D sees [real, fake] in one forward, one optimizer step."""
+    fam = get_family("gan")
+    cfg = tiny_cfg("gan")
+    assert cfg.train.d_updates == "joint"
+    m = fam.build(cfg, IMAGE)
+    real, z = real_batch(IMAGE), torch.randn(BATCH, Z_DIM)
+    seen = _watch_d_step(m)
+    fam.d_step(m.G_module, m.D, m.opt_D, real, z, {}, cfg.train)
+    assert seen["g_training"] == [True] and len(seen["steps"]) == 1
+    (x, steps, _), = seen["d_inputs"]
+    assert x.shape[0] == 2 * BATCH and torch.equal(x[:BATCH], real) and steps == 0
+
+
+def test_fake_then_real_step_takes_two_D_steps_per_critic_step():
+    """A family step with n_critic 2: two real batches, four D optimizer steps, then one G step."""
+    fam = get_family("gan")
+    cfg = tiny_cfg("gan", d_updates="fake_then_real", n_critic=2)
+    m = fam.build(cfg, IMAGE)
+    seen = _watch_d_step(m)
+    g_steps, reals = [], []
+    m.opt_G.register_step_post_hook(lambda opt, args, kwargs: g_steps.append(len(seen["steps"])))
+    stats = fam.step(m, lambda: reals.append(1) or real_batch(IMAGE), lambda n: torch.randn(n, Z_DIM), {},
+                     cfg.train)
+    assert len(reals) == 2 and len(seen["steps"]) == 4 and g_steps == [4]
+    assert_stats(stats, D_KEYS["gan"] | {"loss_G"})
 
 
 # ---- wgan-gp ------------------------------------------------------------------------------------
@@ -325,6 +397,9 @@ def test_vae_training_reduces_loss_on_a_fixed_batch():
 
 # ---- the same steps under DistributedDataParallel (2 gloo workers on this CPU) ------------------
 
+DDP_VARIANTS = [(f, "joint") for f in FAMILIES] + [("gan", "fake_then_real")]
+
+
 def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
     import torch.distributed as dist
 
@@ -332,11 +407,11 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         out = {}
-        for family in FAMILIES:
+        for family, d_updates in DDP_VARIANTS:
             torch.manual_seed(100 + rank)  # different init and data per rank: DDP must make them agree
             fam = get_family(family)
             # BEGAN: k_t starts inside (0, 1) with a λ_k that keeps it there, so agreement is not 0 == 0
-            cfg = tiny_cfg(family, n_critic=2, began_lambda_k=0.01)
+            cfg = tiny_cfg(family, n_critic=2, began_lambda_k=0.01, d_updates=d_updates)
 
             def wrap(module: nn.Module) -> nn.Module:
                 return nn.parallel.DistributedDataParallel(module, broadcast_buffers=False)
@@ -345,7 +420,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
             state = {"k_t": 0.5} if family == "began" else fam.init_state()
             for _ in range(2):
                 stats = fam.step(m, lambda: real_batch(IMAGE), lambda n: torch.randn(n, Z_DIM), state, cfg.train)
-            out[family] = {
+            out[family if d_updates == "joint" else f"{family} {d_updates}"] = {
                 "G": [p.detach().clone() for p in m.G_module.parameters()],
                 "D": [p.detach().clone() for p in m.D_module.parameters()],
                 "k_t": float(state.get("k_t", 0.0)),
@@ -359,14 +434,16 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
 @pytest.mark.timeout(180)
 def test_steps_under_ddp(tmp_path):
     """Every family trains under real DDP: after steps on different data, both workers hold the
-    same G and D (gradients were all-reduced) and BEGAN's k_t agrees."""
+    same G and D (gradients were all-reduced) and BEGAN's k_t agrees; gan's fake-then-real D step
+    (two backward passes, each all-reduced) too."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         results = manager.dict()
         mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), results), nprocs=2,
                            start_method="spawn", join=True)
         r0, r1 = dict(results[0]), dict(results[1])
-    for family in FAMILIES:
+    assert set(r0) == set(FAMILIES) | {"gan fake_then_real"}
+    for family in r0:
         a, b = r0[family], r1[family]
         assert a["finite"] and b["finite"], family
         for name in ("G", "D"):

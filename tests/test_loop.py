@@ -1,7 +1,9 @@
 """The Ray-free training loop: determinism, bitwise resume, incompatible checkpoints, divergence."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -42,6 +44,7 @@ def _assert_same_state(a: dict, b: dict, path: str = "") -> None:
 
 @pytest.mark.parametrize("family,extra", [
     ("gan", ["model.g_ema=true"]),
+    ("gan", ["train.d_updates=fake_then_real", "model.bn_momentum=0.2", "model.bn_eps=1e-3", "model.leaky_slope=0.3"]),
     ("wgan-gp", ["train.n_critic=2"]),
     ("began", []),
     ("vae", []),
@@ -257,3 +260,87 @@ def test_history_kept_for_training_signals_is_bounded():
     kept = ckpts[300]["history"]
     assert len(kept) == history_keep(cfg) == 50 < 300 // 2
     assert [e["step"] for e in kept] == [float(s) for s in range(202, 301, 2)]  # the newest, in order
+
+
+# ---- bf16 autocast (issue 17, hazard 1) ----------------------------------------------------------
+
+
+def test_bf16_region_of_a_step_serves_the_weights_of_now():
+    """A layer stepped inside one autocast region: with autocast's weight cache on (torch's
+    default) the next forward returns the pre-step output; in the loop's region it returns the
+    output of the stepped weights, the same as a fresh region's."""
+    from ganray.train.loop import step_precision
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 16)
+    outputs = {}
+    for name, region in (("cached", lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
+                         ("loop", lambda: step_precision(load(None, ["train.bf16=true"]).train, torch.device("cpu")))):
+        torch.manual_seed(1)
+        layer = torch.nn.Linear(16, 4)
+        opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+        with region():
+            before = layer(x)
+            before.float().sum().backward()
+            opt.step()
+            after = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fresh = layer(x)
+        assert after.dtype == torch.bfloat16
+        outputs[name] = (before, after, fresh)
+    before, after, fresh = outputs["cached"]
+    assert torch.equal(after, before) and not torch.equal(after, fresh)  # the hazard, reproduced on the CPU
+    before, after, fresh = outputs["loop"]
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
+
+
+def test_bf16_training_every_critic_forward_reads_the_current_weights():
+    """The real loop, wgan-gp with n_critic 3, bf16 on the CPU: every D forward (the 3 critic
+    steps and the G step of each step) equals a fresh autocast forward of D's weights at that
+    moment on the same input (dropout's mask replayed from the RNG state). Before the fix the
+    2nd and 3rd critic forwards of each step read D's weights from before the 1st opt_D.step().
+    Losses stay finite; the samples and metrics the loop hands out are float32."""
+    cfg = load(None, [*TINY, "train.family=wgan-gp", "train.n_critic=3", "train.steps=4", "train.bf16=true",
+                      "train.lr_d=1e-2", "train.lr_g=1e-2", "train.device=cpu", "train.sample_every=4"])
+    calls: list[dict] = []
+    modules: list[torch.nn.Module] = []
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        modules.append(module)
+        if len(modules) == 2:  # the loop wraps G, then D
+            def before(mod, args):
+                calls.append({"x": args[0].detach().clone(), "rng": torch.get_rng_state(), "training": mod.training,
+                              "weights": {k: v.detach().clone() for k, v in mod.state_dict().items()}})
+
+            def after(mod, args, out):
+                calls[-1]["out"] = out.detach().clone()
+
+            module.register_forward_pre_hook(before)
+            module.register_forward_hook(after)
+        return module
+
+    reports: list[tuple[int, dict, torch.Tensor | None]] = []
+    train(cfg, report=lambda step, metrics, samples=None, **kw: reports.append((step, dict(metrics), samples)),
+          save_checkpoint=lambda *a: None, should_stop=lambda *a: False, wrap=wrap)
+
+    assert len(calls) == 4 * (3 + 1)  # per step: n_critic critic forwards, one in the G step
+    probe = copy.deepcopy(modules[1])
+    probe._forward_hooks.clear()
+    probe._forward_pre_hooks.clear()
+    stale = []
+    for i, call in enumerate(calls):
+        probe.load_state_dict(call["weights"])
+        probe.train(call["training"])
+        torch.set_rng_state(call["rng"])
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            fresh = probe(call["x"])
+        assert call["out"].dtype == torch.bfloat16, "bf16 autocast did not run"
+        if not torch.equal(call["out"], fresh):
+            stale.append(i)
+    assert stale == [], f"D forwards {stale} (of {len(calls)}; 4 per step) read stale weights"
+
+    assert [s for s, _, _ in reports] == [4]
+    _, metrics, samples = reports[-1]
+    assert samples is not None and samples.dtype == torch.float32
+    for key in ("loss_D", "loss_G", "wasserstein", "gp"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key

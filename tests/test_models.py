@@ -170,3 +170,31 @@ def test_keras_init_and_seeded_determinism():
             fan_out = m.weight.shape[0] * m.weight[0, 0].numel() if m.weight.dim() == 4 else m.weight.shape[0]
             bound = math.sqrt(6 / (fan_in + fan_out))  # Glorot uniform
             assert m.weight.abs().max() <= bound
+
+
+def _layers(module: nn.Module, kind: type) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({}, (0.1, 1e-5, 0.2)),  # the defaults: PyTorch's BatchNorm, ganray's LeakyReLU 0.2
+    (dict(bn_momentum=0.2, bn_eps=1e-3, leaky_slope=0.3), (0.2, 1e-3, 0.3)),  # the Keras DCGAN's
+])
+def test_dcgan_batchnorm_and_leaky_relu_settings_reach_every_layer(settings, expected):
+    momentum, eps, slope = expected
+    cfg = ModelConfig(z_dim=5, width=0.125, **settings)
+    G = build_generator(cfg, (1, 28, 28))
+    D = build_discriminator(cfg, (1, 28, 28), "gan")
+    bns = _layers(G, nn.modules.batchnorm._BatchNorm)
+    assert len(bns) == 4 and {(b.momentum, b.eps) for b in bns} == {(momentum, eps)}
+    assert len(_layers(G, nn.LeakyReLU)) == 3 and len(_layers(D, nn.LeakyReLU)) == 4
+    assert {a.negative_slope for a in _layers(G, nn.LeakyReLU) + _layers(D, nn.LeakyReLU)} == {slope}
+    # PyTorch's convention: one train-mode batch moves the running mean from 0 by momentum * batch mean
+    project_bn = G.project[1]
+    z = torch.randn(N, 5)
+    with torch.no_grad():
+        h = G.project[0](z)
+        G(z)
+    assert torch.allclose(project_bn.running_mean, momentum * h.mean(0), atol=1e-6)
+    # a negative input x leaks slope * x through every LeakyReLU
+    assert _layers(D, nn.LeakyReLU)[0](torch.tensor([-2.0])).item() == pytest.approx(-2.0 * slope)

@@ -29,6 +29,8 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ri
 TWO_D_DATASETS = ("ring8", "grid25")  # the 2-D mixtures (points, not images): the one list of them
 FAMILIES = ("gan", "wgan-gp", "began", "vae")
 ARCHS = ("auto", "dcgan", "mlp")
+D_UPDATES = ("joint", "fake_then_real")  # train.d_updates (ganray.families.gan)
+ADAM_IMPLS = ("default", "for-loop", "foreach", "fused")  # speed.adam; ganray.families maps them to torch's flags
 # Each family's published optimiser settings, applied to every train key the config leaves unset
 # (null). An explicit value always wins; the saved config shows the values that ran, so a saved
 # config.yaml given back as --config pins them (a new --set train.family keeps them). Families read
@@ -109,6 +111,15 @@ class ModelConfig:
     width: float = _f(0.25, gt=0, le=16, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
     g_ema: bool = _f(False, doc="keep an exponential moving average of G (G_ema)")
     ema_decay: float = _f(0.999, gt=0, le=1, doc="G_ema decay per G step (model.g_ema)")
+    # dcgan only (the 2-D MLPs keep their own); the defaults are PyTorch's, the Keras DCGAN's are in
+    # configs/zdim_mnist_original.yaml
+    bn_momentum: float = _f(
+        0.1, gt=0, le=1, doc="BatchNorm momentum of the DCGAN generator in PyTorch's convention: running = "
+                             "(1 - m) * running + m * batch; Keras' momentum k is 1 - k here (Keras 0.8 = 0.2)")
+    bn_eps: float = _f(1e-5, gt=0, le=1, doc="BatchNorm eps of the DCGAN generator (PyTorch 1e-5, Keras 1e-3)")
+    leaky_slope: float = _f(
+        0.2, ge=0, le=1, doc="negative slope of every LeakyReLU of the DCGAN generator and discriminator "
+                             "(Keras' LeakyReLU default: 0.3); BEGAN's autoencoder and the VAE's encoder keep 0.2")
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,12 @@ class TrainConfig:
     beta1: float | None = _f(None, ge=0, le=1, doc="Adam beta1; null = the family's (0.5)")
     beta2: float | None = _f(None, ge=0, le=1, doc="Adam beta2; null = the family's (gan 0.999, wgan-gp 0.9)")
     n_critic: int | None = _f(None, ge=1, le=100, doc="D steps per G step; null = the family's (wgan-gp 5, others 1)")
+    d_updates: str = _f(
+        "joint", choices=D_UPDATES,
+        doc="gan family: how a D step uses its batches. joint = one optimizer step on BCE(D(x), 1) + BCE(D(G(z)), 0) "
+            "over [real, fake] (one forward, one backward); fake_then_real = two optimizer steps, first on a fake "
+            "batch drawn with G in eval mode (label 0), then on the real batch (label 1), as the Keras DCGAN's "
+            "D.train_on_batch(G.predict(z), 0) and D.train_on_batch(x, 1)")
     gp_lambda: float = _f(10.0, ge=0, doc="WGAN-GP gradient penalty weight")
     began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
     began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")
@@ -130,7 +147,7 @@ class TrainConfig:
     eval_every: int = _f(100, ge=1, doc="steps between evaluations: metrics and the collapse verdict")
     sample_every: int = _f(100, ge=1, doc="steps between sample grids (the fixed-z GIF's frames)")
     checkpoint_every: int = _f(100, ge=1, doc="steps between checkpoints (runs resume from the newest)")
-    bf16: bool = _f(False, doc="bf16 autocast on GPU")
+    bf16: bool = _f(False, doc="bf16 autocast of each step on the training device, GPU or CPU; weights stay float32")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), doc="auto = cuda if scaling.use_gpu and CUDA is there")
 
     def __post_init__(self) -> None:
@@ -245,6 +262,24 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class SpeedConfig:
+    """Options that compute the same step faster (docs/config.md, "Speed options"); each is off
+    until a GPU measurement (bench/gpu_check.py) says it pays."""
+
+    adam: str = _f("default", choices=ADAM_IMPLS,
+                   doc="Adam's implementation: default = torch's choice (foreach on CUDA), for-loop, foreach, "
+                       "fused; the same update")
+    channels_last: bool = _f(False, doc="image models and real batches in channels_last (NHWC) memory format")
+    compile: bool = _f(False, doc="torch.compile G's and D's forward (and so their backward); the first steps "
+                                  "compile (inductor on CPU needs a C++ compiler)")
+    compile_backend: str = _f("inductor", choices=("inductor", "aot_eager", "eager"),
+                              doc="torch.compile's backend; aot_eager and eager trace without generating code "
+                                  "(debugging, and the CPU test)")
+    cuda_graphs: bool = _f(False, doc="capture the whole family step (D and G updates) in one CUDA graph and "
+                                      "replay it; GPU only, gan and wgan-gp, one worker")
+
+
+@dataclass(frozen=True)
 class Config:
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -255,6 +290,7 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     # ---- conversions -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +372,41 @@ def _cross_checks(cfg: Config) -> list[str]:
                 errs.append(f"sweep.{name}[{i}]: must be > 0 (got {v})")
     if not cfg.sweep.seeds:
         errs.append("sweep.seeds: empty grid; give at least one seed")
+    if cfg.train.d_updates != "joint":  # separate fake and real D steps: the gan family's BCE only
+        families = sorted({cfg.train.family, *cfg.sweep.family} - {"gan"})
+        if families:
+            errs.append(f"train.d_updates: {cfg.train.d_updates} is for the gan family only; train.family or "
+                        f"sweep.family gives {', '.join(families)} (use joint)")
+    if two_d:  # the 2-D MLPs have their own BatchNorm and LeakyReLU, not these
+        defaults = ModelConfig()
+        for key in ("bn_momentum", "bn_eps", "leaky_slope"):
+            if getattr(cfg.model, key) != getattr(defaults, key):
+                errs.append(f"model.{key}: applies to the dcgan arch; data.dataset {cfg.data.dataset!r} is 2D (mlp)")
+    sc = cfg.scaling
+    # DDP ranks that share a GPU fail in NCCL ("Duplicate GPU detected", Ray issue 48012)
+    if sc.use_gpu and sc.num_workers > 1 and sc.gpus_per_worker != int(sc.gpus_per_worker):
+        errs.append(f"scaling.gpus_per_worker: {sc.gpus_per_worker} with scaling.num_workers {sc.num_workers}: "
+                    "DDP workers on a shared GPU fail in NCCL (Duplicate GPU detected); give each worker whole "
+                    "GPUs (gpus_per_worker: 1) or run one worker (num_workers: 1); fractions are for "
+                    "packing one-worker trials")
+    errs += _speed_checks(cfg)
+    return errs
+
+
+def _speed_checks(cfg: Config) -> list[str]:
+    """speed.cuda_graphs replays one captured step: a CUDA device, a family whose step keeps no
+    host-side state (BEGAN's k_t and the VAE's step are not captured), no DDP all-reduce inside."""
+    if not cfg.speed.cuda_graphs:
+        return []
+    errs = []
+    if cfg.train.device == "cpu" or (cfg.train.device == "auto" and not cfg.scaling.use_gpu):
+        errs.append("speed.cuda_graphs: CUDA-graph capture needs a GPU (scaling.use_gpu: true or train.device: cuda); "
+                    f"got train.device {cfg.train.device!r}, scaling.use_gpu {cfg.scaling.use_gpu}")
+    families = (cfg.train.family, *cfg.sweep.family)
+    if any(f not in ("gan", "wgan-gp") for f in families):
+        errs.append(f"speed.cuda_graphs: only for the gan and wgan-gp families (got {', '.join(families)})")
+    if cfg.scaling.num_workers > 1:
+        errs.append(f"speed.cuda_graphs: one worker only (got scaling.num_workers {cfg.scaling.num_workers})")
     return errs
 
 

@@ -16,7 +16,8 @@ Each GAN family module also exposes `d_step(G, D, opt_D, real, z, state, tc)` an
 
 DDP: the Ray layer passes `wrap` (a DistributedDataParallel wrapper, broadcast_buffers=False).
 Optimizers are built over the unwrapped parameters. D steps generate fakes under no_grad and run
-ONE forward of D over [real, fake] and one backward. G steps get the unwrapped D with its
+ONE forward of D over [real, fake] and one backward (gan with train.d_updates fake_then_real: one
+of each per batch, two optimizer steps). G steps get the unwrapped D with its
 parameters frozen (`frozen(D)`), so D's gradients are neither computed nor all-reduced.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ganray.config import FAMILIES, Config, ConfigError, TrainConfig
+from ganray.config import FAMILIES, Config, ConfigError, SpeedConfig, TrainConfig
 
 NextReal = Callable[[], Tensor]  # () -> a batch of real examples [N, *shape] on the device
 SampleZ = Callable[[int], Tensor]  # n -> z [n, z_dim] on the device
@@ -85,8 +86,18 @@ def frozen(module: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
-def adam(params, lr: float, tc: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2))
+# speed.adam -> torch.optim.Adam's flags: one update rule, three kernels (tests/test_speed.py)
+ADAM_FLAGS: dict[str, dict[str, bool]] = {"default": {}, "for-loop": {"foreach": False}, "foreach": {"foreach": True},
+                                          "fused": {"fused": True}}
+
+
+def adam(params, lr: float, tc: TrainConfig, speed: SpeedConfig | None = None) -> torch.optim.Adam:
+    """Adam(lr, betas (beta1, beta2)) in speed.adam's implementation; capturable (its step count
+    on the device) when speed.cuda_graphs replays the step in a CUDA graph."""
+    flags = dict(ADAM_FLAGS[speed.adam]) if speed is not None else {}
+    if speed is not None and speed.cuda_graphs:
+        flags["capturable"] = True
+    return torch.optim.Adam(params, lr=lr, betas=(tc.beta1, tc.beta2), **flags)
 
 
 def build_adversarial(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity,
@@ -97,8 +108,8 @@ def build_adversarial(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity
 
     G = build_generator(cfg.model, shape).to(device)
     D = build_discriminator(cfg.model, shape, family).to(device)
-    opt_G = adam(G.parameters(), cfg.train.lr_g, cfg.train)
-    opt_D = adam(D.parameters(), cfg.train.lr_d, cfg.train)
+    opt_G = adam(G.parameters(), cfg.train.lr_g, cfg.train, cfg.speed)
+    opt_D = adam(D.parameters(), cfg.train.lr_d, cfg.train, cfg.speed)
     return Models(G=wrap(G), D=wrap(D), opt_G=opt_G, opt_D=opt_D)
 
 

@@ -1,6 +1,15 @@
 """`gan`: the non-saturating GAN of Goodfellow et al. (2014), as in the Keras / PyTorch DCGAN examples.
 
-D outputs logits; losses use BCE-with-logits (log-sigmoid computed stably).
+D outputs logits; losses use BCE-with-logits (log-sigmoid computed stably). A D step is one of
+two schemes (train.d_updates):
+
+    joint           one optimizer step on real and fake together: one forward of D over
+                    [real, fake], one backward (the PyTorch DCGAN example; ganray's default)
+    fake_then_real  two optimizer steps, as the Keras DCGAN's D.train_on_batch(G.predict(z), 0)
+                    then D.train_on_batch(x, 1): fakes drawn with G in inference mode (eval:
+                    BatchNorm's running statistics, left unchanged by the draw), a step on
+                    them, then a step on the real batch with the D that step made. Under DDP
+                    each of the two backward passes all-reduces D's gradients.
 """
 from __future__ import annotations
 
@@ -14,7 +23,9 @@ from ganray.families import Family, Stats, adversarial_builder, adversarial_step
 
 def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
            state: dict, tc: TrainConfig) -> Stats:
-    """One D update on a batch of real examples and G(z)."""
+    """One D update on a batch of real examples and G(z), in the scheme of tc.d_updates."""
+    if tc.d_updates == "fake_then_real":
+        return d_step_fake_then_real(G, D, opt_D, real, z, state, tc)
     opt_D.zero_grad(set_to_none=True)
     with torch.no_grad():
         fake = G(z)  # [N, *shape]
@@ -27,6 +38,44 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
               + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
     loss_D.backward()
     opt_D.step()
+    return d_stats(loss_D, logit_real, logit_fake)
+
+
+def d_step_fake_then_real(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
+                          state: dict, tc: TrainConfig) -> Stats:
+    """Two D optimizer steps, the Keras DCGAN's: first on G.predict(z) with label 0, then on the
+    real batch with label 1."""
+    fake = predict(G, z)  # [N, *shape]
+    # (1) the fake batch: D minimises BCE(D(G(z)), 0) = -log(1 - sigmoid(D(G(z))))
+    opt_D.zero_grad(set_to_none=True)
+    logit_fake = D(fake)  # [N]
+    loss_fake = F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+    loss_fake.backward()
+    opt_D.step()
+    # (2) then the real batch, with the D that step (1) made: D minimises BCE(D(x), 1) = -log sigmoid(D(x))
+    opt_D.zero_grad(set_to_none=True)
+    logit_real = D(real)  # [N]
+    loss_real = F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+    loss_real.backward()
+    opt_D.step()
+    # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0), as the joint step's (here of two Ds one step apart)
+    return d_stats(loss_real.detach() + loss_fake.detach(), logit_real, logit_fake)
+
+
+@torch.no_grad()
+def predict(G: nn.Module, z: Tensor) -> Tensor:
+    """G(z) in inference mode, as Keras' G.predict: eval mode (BatchNorm normalises with its running
+    statistics and does not update them; no dropout), no gradients; G's mode is restored."""
+    was_training = G.training
+    G.eval()
+    try:
+        return G(z)  # [N, *shape]
+    finally:
+        G.train(was_training)
+
+
+def d_stats(loss_D: Tensor, logit_real: Tensor, logit_fake: Tensor) -> Stats:
+    """The D step's stats from its loss and the logits of real [N] and fake [N] examples."""
     logit_real, logit_fake = logit_real.detach(), logit_fake.detach()
     return {
         "loss_D": loss_D.detach(),

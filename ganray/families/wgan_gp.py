@@ -3,6 +3,12 @@
 D is a critic (no sigmoid). The paper's settings: λ = 10 (train.gp_lambda), n_critic = 5,
 Adam lr 1e-4, betas (0.5, 0.9); applied to every train key the config leaves unset
 (ganray.config.FAMILY_DEFAULTS), so `--set train.family=wgan-gp` alone runs them.
+
+The critic is deterministic and per-example: no BatchNorm (the paper's choice) and no dropout
+(ganray.models builds the DCGAN critic without the GAN discriminator's Dropouts). D(x_i) then
+depends on x_i and the weights alone, which the penalty needs (it constrains the gradient of
+the critic that G is trained against, not of a random thinned copy) and which makes DDP's step
+the single-process step on the global batch (tests/test_ddp_gp.py).
 """
 from __future__ import annotations
 
@@ -34,12 +40,16 @@ def gradient_penalty(critic_hat: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]
 
 
 def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
-           state: dict, tc: TrainConfig) -> Stats:
-    """One critic update on a batch of real examples and G(z)."""
+           state: dict, tc: TrainConfig, eps: Tensor | None = None) -> Stats:
+    """One critic update on a batch of real examples and G(z).
+
+    eps: the interpolation weights, [N, 1, ...] broadcastable to real; drawn U[0, 1] when None
+    (training), given by tests that compare a DDP step with a single process's.
+    """
     opt_D.zero_grad(set_to_none=True)
     with torch.no_grad():
         fake = G(z)  # [N, *shape]
-    x_hat = interpolate(real, fake)  # [N, *shape]
+    x_hat = interpolate(real, fake, eps)  # [N, *shape]
     n = real.shape[0]
     critic = D(torch.cat([real, fake, x_hat]))  # [3N]: one forward, one backward (one DDP all-reduce)
     d_real, d_fake, d_hat = critic[:n], critic[n:2 * n], critic[2 * n:]
@@ -47,6 +57,12 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
     # Critic loss: E[D(G(z))] - E[D(x)] + λ E[(||∇D(x_hat)||_2 - 1)^2]
     wasserstein = d_real.mean() - d_fake.mean()  # E[D(x)] - E[D(G(z))], the Wasserstein estimate
     loss_D = -wasserstein + tc.gp_lambda * gp
+    # Under DDP (W ranks, N examples each) loss_D = (1/N) Σ_i ℓ_i over the rank's triples, with
+    # ℓ_i = D(G(z_i)) - D(x_i) + λ (||∇_x D(x_hat_i)||_2 - 1)^2, and DDP averages the ranks'
+    # gradients: (1/W) Σ_r ∇_θ (1/N) Σ_{i∈r} ℓ_i = ∇_θ (1/WN) Σ_i ℓ_i, the global batch's gradient,
+    # because ℓ_i depends on example i alone (no BatchNorm, no dropout in the critic).
+    # The penalty's ∇_θ arrives through create_graph in this one backward, the one DDP's reducer
+    # hooks see; autograd.grad above (w.r.t. x_hat only) accumulates no parameter gradient.
     loss_D.backward()
     opt_D.step()
     return {

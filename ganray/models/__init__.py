@@ -75,7 +75,9 @@ def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module
     shape = tuple(shape)
     arch = resolve_arch(model_cfg, shape)
     if arch == "dcgan":
-        G: nn.Module = dcgan.DCGANGenerator(model_cfg.z_dim, check_image_shape(shape), model_cfg.width)
+        G: nn.Module = dcgan.DCGANGenerator(model_cfg.z_dim, check_image_shape(shape), model_cfg.width,
+                                            bn_momentum=model_cfg.bn_momentum, bn_eps=model_cfg.bn_eps,
+                                            leaky_slope=model_cfg.leaky_slope)
     else:
         G = mlp.MLPGenerator(model_cfg.z_dim, shape[0])
     return keras_init_(G)
@@ -89,7 +91,10 @@ def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: 
     arch = resolve_arch(model_cfg, shape)
     if family in ("gan", "wgan-gp"):
         if arch == "dcgan":
-            D: nn.Module = dcgan.DCGANDiscriminator(check_image_shape(shape), model_cfg.width)
+            # WGAN-GP's critic has no dropout (as in the paper): its penalty constrains ∇_x D of the
+            # critic G trains against, and DDP's step then equals one process's (families/wgan_gp.py)
+            D: nn.Module = dcgan.DCGANDiscriminator(check_image_shape(shape), model_cfg.width,
+                                                    leaky_slope=model_cfg.leaky_slope, dropout=family == "gan")
         else:
             D = mlp.MLPDiscriminator(shape[0])
     elif family in ("began", "vae"):

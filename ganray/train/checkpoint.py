@@ -18,13 +18,18 @@ from ganray.config import Config, ConfigError, from_dict
 from ganray.exits import BadInput
 
 FILENAME = layout.CHECKPOINT_FILE
-# What must match between a checkpoint and the config that resumes or evaluates it.
+# What must match between a checkpoint and the config that resumes or evaluates it. leaky_slope and
+# bn_eps change no shape but the function the saved weights compute: a resume with another value
+# would go on training another model. bn_momentum (how running statistics follow from now on) and
+# train.d_updates are training settings, like the learning rates: a resume may change them.
 COMPATIBLE_KEYS = (
     ("train", "family"),
     ("model", "arch"),
     ("model", "z_dim"),
     ("model", "width"),
     ("model", "g_ema"),
+    ("model", "leaky_slope"),
+    ("model", "bn_eps"),
     ("data", "dataset"),
 )
 
@@ -78,12 +83,13 @@ def config_of(state: dict[str, Any]) -> Config:
 
 def check_compatible(state: dict[str, Any], cfg: Config, where: str = "checkpoint") -> None:
     """Fail with a clear message when the checkpoint was made by an incompatible config."""
-    saved = state["config"]
-    now = cfg.to_dict()
+    now, default = cfg.to_dict(), Config().to_dict()
+    # a key that a checkpoint of an older ganray lacks had its default value then
+    saved = {(sec, key): state["config"].get(sec, {}).get(key, default[sec][key]) for sec, key in COMPATIBLE_KEYS}
     diffs = [
-        f"{sec}.{key}: checkpoint has {saved.get(sec, {}).get(key)!r}, config has {now[sec][key]!r}"
+        f"{sec}.{key}: checkpoint has {saved[sec, key]!r}, config has {now[sec][key]!r}"
         for sec, key in COMPATIBLE_KEYS
-        if saved.get(sec, {}).get(key) != now[sec][key]
+        if saved[sec, key] != now[sec][key]
     ]
     if diffs:
         raise CheckpointError(f"{where} does not fit this config:\n  " + "\n  ".join(diffs))

@@ -22,6 +22,7 @@ from ganray.collapse import Evaluator
 from ganray.config import Config, TrainConfig
 from ganray.data import Dataset, load_dataset
 from ganray.families import Models
+from ganray.train import speed
 from ganray.train.sampling import fixed_z, generate, sample_fixed
 from ganray.train.state import TrainingState, isolated_rng
 
@@ -67,6 +68,22 @@ def resolve_device(cfg: Config) -> torch.device:
     return torch.device("cpu")
 
 
+def step_precision(tc: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast region of one family step: bf16 on CUDA or the CPU when train.bf16 is on."""
+    if not tc.bf16:
+        return contextlib.nullcontext()
+    # One region spans the whole step: n_critic D updates and the G update, optimizer steps
+    # included. Autocast's weight cache (on by default) keeps the bf16 copy of each weight for
+    # the life of the region, so after opt_D.step() the next D forward would still read the old
+    # weights; and on older torch a cast first made under no_grad (G inside d_step) would leave
+    # G's weights without gradients in the G step. With the cache off every forward casts the
+    # weights it reads now, so the region may span optimizer steps. One region per step (rather
+    # than per forward/backward) keeps autocast out of the pure family steps; the cache would
+    # save little anyway, since D's weights change between its forwards and G's first cast is
+    # the no_grad one that must not be reused.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
 def _identity(m: nn.Module) -> nn.Module:
     return m
 
@@ -101,21 +118,20 @@ def train(
     s = TrainingState.build(cfg, data, rank, world_size, device)
     if resume_from is not None:
         s.restore(resume_from, device)
+    family_step = speed.prepare(s, device)  # cfg.speed; all off (the default): s.family.step itself
     s.m.G, s.m.D = wrap(s.m.G), wrap(s.m.D)
     z_fixed = fixed_z(cfg, device)
     if rank == 0 and cfg.eval.metrics:
         with isolated_rng(device):
             s.evaluator = Evaluator(cfg, data, device)
         s.restore_evaluator(resume_from)
-    amp = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if tc.bf16 and device.type == "cuda"
-           else contextlib.nullcontext())
     result = TrainResult(step=s.step)
     bar = tqdm(total=tc.steps, initial=s.step, unit="step", dynamic_ncols=True) if progress and rank == 0 else None
     t0 = time.time()
 
     while s.step < tc.steps:
-        with amp:
-            stats = s.family.step(s.m, s.sampler.next_real, s.sampler.sample_z, s.family_state, tc)
+        with step_precision(tc, device):
+            stats = family_step(s.m, s.sampler.next_real, s.sampler.sample_z, s.family_state, tc)
         s.step += 1
         if s.m.G_ema is not None:
             ema_update(s.m.G_ema, s.m.G_module, cfg.model.ema_decay)

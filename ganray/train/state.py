@@ -22,18 +22,37 @@ from ganray.train.stats import StatsWindow, history_keep
 log = logging.getLogger(__name__)
 
 
-def rng_state() -> dict:
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global RNG states this process trains with: the CPU's, Python's and, on a GPU, the
+    training device's CUDA state only (not every visible GPU's: a resume on a node with another
+    GPU count or layout must not depend on GPUs this process never used)."""
     s = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
     return s
 
 
-def set_rng_state(s: dict) -> None:
+def set_rng_state(s: dict, device: torch.device) -> None:
+    """Restore rng_state(); the CUDA state goes onto the training device."""
     torch.set_rng_state(s["torch"])
     random.setstate(s["python"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    cuda = s.get("cuda")
+    if cuda is None:
+        return
+    if device.type != "cuda":
+        log.info("checkpoint holds a CUDA RNG state; training on %s: not restored", device)
+        return
+    idx = _cuda_index(device)
+    if isinstance(cuda, (list, tuple)):  # checkpoints before issue 17: one state per visible GPU
+        if idx >= len(cuda):
+            log.info("checkpoint holds the CUDA RNG states of %d GPUs, none for cuda:%d: not restored", len(cuda), idx)
+            return
+        cuda = cuda[idx]
+    torch.cuda.set_rng_state(cuda, device)
 
 
 @contextlib.contextmanager
@@ -42,8 +61,9 @@ def isolated_rng(device: torch.device):
     it cannot move training's streams, so a resumed run (which builds its evaluator after the
     checkpoint's RNG state is set) trains exactly as a straight one."""
     py, np_state = random.getstate(), np.random.get_state()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    # the training device's CUDA state only (fork_rng's default would touch every visible GPU)
+    devices = [_cuda_index(device)] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type="cuda"):
         try:
             yield
         finally:
@@ -110,8 +130,8 @@ class TrainingState:
         per_rank = ckpt.get("rng_per_rank") or []
         if ckpt.get("world_size") == self.world_size and self.rank < len(per_rank):
             r = per_rank[self.rank]
-            set_rng_state(r["global"])
-            self.sampler.load_state(r["sampler"])
+            set_rng_state(r["global"], device)
+            self.sampler.load_state(r["sampler"], self.step)
             self.window.load_state_dict(r.get("stats_window") or {}, device)
         log.info("resumed at step %d", self.step)
 
@@ -148,7 +168,8 @@ class TrainingState:
 
     def _gather_rng(self) -> list[dict]:
         """Every rank's RNG state and statistics window (rank 0 writes the checkpoint, so it needs them all)."""
-        mine = {"global": rng_state(), "sampler": self.sampler.state(), "stats_window": self.window.state_dict()}
+        mine = {"global": rng_state(self.sampler.device), "sampler": self.sampler.state(),
+                "stats_window": self.window.state_dict()}
         if self.world_size <= 1 or not torch.distributed.is_available() or not torch.distributed.is_initialized():
             return [mine]
         out: list[Any] = [None] * self.world_size

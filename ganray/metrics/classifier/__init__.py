@@ -11,7 +11,8 @@ Where a run finds the classifier, in order:
      $GANRAY_CACHE or ~/.cache/ganray);
   3. the shipped MNIST classifier, `ganray/metrics/weights/mnist.pt` (trained on mnist5k's
      train split; held-out accuracy in mnist.json), for key "mnist";
-  4. otherwise it is trained on first use and stored in both places above.
+  4. otherwise it is trained on first use and stored in both places above. `ganray train`
+     and sweeps do that before their workers start (`ready.prepare`), so workers only load it.
 Stacked MNIST has no classifier of its own: each of its 3 channels is an MNIST digit,
 labelled by the MNIST classifier.
 
@@ -19,7 +20,8 @@ The shipped one was made with
     python -m ganray.metrics.classifier.cli train --dataset mnist5k --out ganray/metrics/weights
 
 The package: `model` (the network and `embed`), `training` (`train_classifier`), `store`
-(save/load, the shipped weights, `reference_classifier`: the lookup above), `cli` (`ganray
+(save/load, the shipped weights, `reference_classifier`: the lookup above), `ready` (the
+drivers' `prepare`: the classifier made ready before any worker starts), `cli` (`ganray
 classifier`). This module names the datasets and keys; it imports nothing heavy.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import pickle
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,24 @@ def reference_classifier(
         return load_shipped(key)
     if not train_if_missing:
         raise StorageError(f"no {key} classifier in {' or '.join(folders)}; run `ganray classifier train --dataset {key}`")
-    log.warning("no %s classifier stored yet: training one (first use)", key)
-    model, info = train_classifier(key, data_cfg=data_cfg, epochs=epochs)
+    # `ganray train` and sweeps make it ready before their workers start (ganray.metrics.classifier.ready),
+    # so a trial that gets here could not read what its driver stored; `ganray eval` and direct callers land
+    # here by design. Training still works, only slowly: under DDP the other ranks wait in their collectives.
+    log.warning("no %s classifier in %s: training one (first use) in this process, %d epochs, minutes on a CPU. "
+                "In a trial this means this node cannot read what the driver stored in <storage>/classifiers "
+                "(is the storage shared by every node?); `ganray classifier train --dataset %s --storage URI` "
+                "stores one beforehand", key, " or ".join(folders), epochs, key)
+    return train_and_store(data_cfg, folders, epochs=epochs)
+
+
+def train_and_store(data_cfg: DataConfig, folders: list[str], *, epochs: int = 30,
+                    device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """Train the classifier of `data_cfg.dataset`'s key on the whole "train" split and store it in
+    each of `folders`. The split is whole whatever the run trains on (data.classes, data.n_train):
+    what is stored becomes every later run's classifier, as `ganray classifier train` makes it."""
+    key = classifier_key(data_cfg.dataset)
+    whole = replace(data_cfg, classes=(), n_train=0)
+    model, info = train_classifier(key, data_cfg=whole, epochs=epochs, device=device)
     info["command"] = f"trained on first use (epochs={epochs}, seed=0)"
     for folder in folders:
         save_classifier(model, info, folder, key)
