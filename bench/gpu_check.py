@@ -7,8 +7,15 @@ Each line goes to stdout and to --out (default: $OUT/gpu_check.jsonl when $OUT i
 ./gpu_check.jsonl), written as it finishes, so a check that runs out of time leaves the
 lines before it. Every line has `check`, `status` (ok | failed | skipped), `wall_sec` and
 the check's numbers; a GPU-only check on a machine without one says `"status": "skipped",
-"skipped": "no GPU"`, and a check left when --budget-sec is spent says so too. The checks
-(docs/performance.md, "GPU check", says how to read each):
+"skipped": "no GPU"`, and a check left when --budget-sec is spent says so too.
+
+Each check runs in its own process with a hard timeout (TIMEOUT_SEC, never past --budget-sec
+from the start): one that runs out of time is killed (its whole process group: Ray's processes
+too) and its line says `"timed_out": true`; one that crashes its process (or cannot compile:
+no C compiler, no Triton) is a failed line with its `error`. Either way the next check runs,
+and the script ends within --budget-sec (450 s; 1200 s in a dry run) plus a few seconds. speed_compile runs last:
+it is the one that may spend minutes compiling. The checks (docs/performance.md, "GPU check",
+says how to read each):
 
   env                 torch, Ray, the device, the sizes of this run
   trial_fp32          one trial as `ganray train --local` runs it: steps/s, final metrics and verdict
@@ -23,6 +30,8 @@ the check's numbers; a GPU-only check on a machine without one says `"status": "
                       trial's steps/s, the slot efficiency, GPU utilisation sampled with nvidia-smi
   speed_<option>      the step with each speed option (docs/config.md): steps/s against the plain
                       step, and its equivalence (losses, gradients, parameters after a few steps)
+  trial_cuda_graphs   a short trial with speed.cuda_graphs (model.g_ema, evaluations, a checkpoint),
+                      then resumed from its checkpoint, against the same two runs eager (GPU only)
 """
 from __future__ import annotations
 
@@ -31,6 +40,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,23 +77,29 @@ SIZES = {
     "speed_compare_steps": (5, 3),   # steps compared against the plain step
     "speed_warm_steps": (20, 1),     # steps not timed (compilation, CUDA-graph warm-up and capture)
     "speed_timed_steps": (300, 3),
+    "graphs_trial_steps": (400, 12),  # trial_cuda_graphs: this many steps, the first half before the resume
 }
 SPEED_OPTIONS = {  # check name -> the --set items of the option
     "speed_adam_foreach": ["speed.adam=foreach"],
     "speed_adam_fused": ["speed.adam=fused"],
     "speed_channels_last": ["speed.channels_last=true"],
-    "speed_compile": ["speed.compile=true"],
     "speed_cuda_graphs": ["speed.cuda_graphs=true"],
     "speed_cuda_graphs_wgan_gp": ["speed.cuda_graphs=true", "train.family=wgan-gp"],
+    "speed_compile": ["speed.compile=true"],  # last (CHECKS): compilation may take minutes, or fail
 }
-GPU_ONLY = {"speed_cuda_graphs", "speed_cuda_graphs_wgan_gp"}
+GPU_ONLY = {"speed_cuda_graphs", "speed_cuda_graphs_wgan_gp", "trial_cuda_graphs"}
+# Each check's hard timeout in seconds (else DEFAULT_TIMEOUT_SEC), and never past --budget-sec.
+TIMEOUT_SEC = {"env": 60, "sweep_quarter_gpus": 180, "trial_cuda_graphs": 180, "speed_compile": 240}
+DEFAULT_TIMEOUT_SEC = 120
 
 
 class Check:
     """What every check gets: the device, the sizes, a scratch storage folder."""
 
-    def __init__(self, dry_run: bool, root: str):
+    def __init__(self, dry_run: bool, root: str, compile_backend: str | None = None):
         self.dry_run = dry_run
+        # speed_compile's backend: inductor; aot_eager in a dry run (inductor's C++ build: minutes on a small CPU)
+        self.compile_backend = compile_backend or ("aot_eager" if dry_run else "inductor")
         self.gpu = torch.cuda.is_available() and not dry_run
         self.device = torch.device("cuda" if self.gpu else "cpu")
         self.root = root
@@ -347,8 +363,8 @@ def _compare(ref, got) -> dict[str, float]:
 def speed_check(name: str) -> Callable[[Check], dict]:
     def run(c: Check) -> dict:
         items = SPEED_OPTIONS[name]
-        if c.dry_run and "speed.compile=true" in items:
-            items = [*items, "speed.compile_backend=aot_eager"]  # inductor's C++ build: minutes on a small CPU
+        if "speed.compile=true" in items:
+            items = [*items, f"speed.compile_backend={c.compile_backend}"]
         family = [i for i in items if i.startswith("train.family=")]
         ref = _steps(c, family)
         got = _steps(c, items)
@@ -363,6 +379,46 @@ def speed_check(name: str) -> Callable[[Check], dict]:
     return run
 
 
+def check_trial_cuda_graphs(c: Check) -> dict:
+    """A trial as `ganray train --local` runs it with speed.cuda_graphs, model.g_ema on, evaluations and
+    a checkpoint at half way; then the same trial resumed from that checkpoint to the end (a fresh
+    process's run: a new capture, Adam's state restored capturable). The same two runs eager;
+    the losses of both at every logged step compared."""
+    from ganray.local import run_local
+
+    n = c.size["graphs_trial_steps"]
+    half = n // 2
+    every = max(half // 2, 1)
+    common = ["model.g_ema=true", f"train.eval_every={every}", f"train.checkpoint_every={half}",
+              f"train.sample_every={half}", f"train.log_every={max(half // 10, 1)}"]
+    runs = {}
+    for mode, extra in (("eager", []), ("graphed", ["speed.cuda_graphs=true"])):
+        first = run_local(c.config(f"graphs-{mode}", f"train.steps={half}", *common, *extra), progress=False)
+        cfg = c.config(f"graphs-{mode}", f"train.steps={n}", *common, *extra)  # the same trial: it resumes
+        second = run_local(cfg, progress=False)
+        rows = reader.read_rows(layout.trial_paths(storage.experiment_uri(cfg), "train").trial)
+        runs[mode] = {"first": first, "second": second, "rows": rows,
+                      "losses": {r["step"]: (r.get("loss_D"), r.get("loss_G")) for r in rows
+                                 if isinstance(r.get("loss_D"), (int, float))}}
+    eager, graphed = runs["eager"], runs["graphed"]
+    common_steps = sorted(set(eager["losses"]) & set(graphed["losses"]))
+    rel = [max(abs(a - b) / max(abs(a), 1e-3) for a, b in zip(eager["losses"][k], graphed["losses"][k]))
+           for k in common_steps]
+    out = {"steps": n, "resumed_at": half, "steps_done": [runs[m]["second"].step for m in runs],
+           "logged_steps_compared": len(common_steps),
+           "first_loss_rel_diff": float(f"{rel[0]:.3g}") if rel else None,
+           "max_loss_rel_diff": float(f"{max(rel):.3g}") if rel else None,
+           "eager_final": _floats(eager["second"].last_metrics, ("loss_D", "loss_G", "fcd", "classes_covered")),
+           "graphed_final": _floats(graphed["second"].last_metrics, ("loss_D", "loss_G", "fcd", "classes_covered")),
+           "graphed_steps_per_sec": round(_rate(layout.trial_paths(storage.experiment_uri(cfg), "train").trial), 2)}
+    finite = all(v == v and abs(v) != float("inf") for v in out["graphed_final"].values())
+    # judged: both ran to the end across the resume, finite, and the first logged losses agree
+    # (later ones drift apart: Adam's capturable kernel rounds otherwise, and a GAN amplifies it)
+    out["ok"] = (out["steps_done"] == [n, n] and all(runs[m]["first"].step == half for m in runs) and finite
+                 and rel and rel[0] <= 1e-2)
+    return out
+
+
 CHECKS: dict[str, Callable[[Check], dict]] = {
     "env": check_env,
     "trial_fp32": check_trial_fp32,
@@ -371,28 +427,79 @@ CHECKS: dict[str, Callable[[Check], dict]] = {
     "eval_10k": check_eval_10k,
     "plain_vs_ray_train": check_plain_vs_ray_train,
     "sweep_quarter_gpus": check_sweep_quarter_gpus,
-    **{name: speed_check(name) for name in SPEED_OPTIONS},
+    **{name: speed_check(name) for name in SPEED_OPTIONS if name != "speed_compile"},
+    "trial_cuda_graphs": check_trial_cuda_graphs,
+    "speed_compile": speed_check("speed_compile"),  # last: may compile for minutes, or fail to (no compiler)
 }
 
 
-def run_checks(c: Check, names: list[str], emit: Callable[[dict], None], budget_sec: float) -> bool:
-    t_start = time.time()
+def run_one(name: str, dry_run: bool, root: str, result: str, compile_backend: str | None) -> int:
+    """The child process of one check: its result (or its error) as JSON in the file `result`."""
+    if dry_run:
+        torch.set_num_threads(1)
+    sys.stdout = sys.stderr  # Ray's threads print; the parent's stdout carries the JSON lines only
+    try:
+        res = CHECKS[name](Check(dry_run, root, compile_backend))
+        ok = res.pop("ok", True)
+        line = {"status": "ok" if ok else "failed", **res}
+    except Exception as e:  # e.g. inductor without a C compiler or Triton: this check's error line
+        line = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        traceback.print_exc(file=sys.stderr)
+    finally:
+        with contextlib.suppress(Exception):
+            import ray
+
+            ray.shutdown()
+    Path(result).write_text(json.dumps(line, default=str))
+    return 0
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """The check's process and everything it started (Ray's raylet and workers: one process group)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        proc.wait(timeout=10)
+
+
+def run_checks(dry_run: bool, root: str, names: list[str], emit: Callable[[dict], None], budget_sec: float,
+               timeout_sec: float | None = None, compile_backend: str | None = None) -> bool:
+    """Each check in a fresh process (`--child`) with a hard timeout: its own (TIMEOUT_SEC, or
+    timeout_sec; twice as long in a dry run, on a slow CPU), never past `budget_sec` from the start.
+    A check that times out is killed and its line says so; one whose process dies is a failed line."""
+    deadline = time.time() + budget_sec
+    gpu = torch.cuda.is_available() and not dry_run
     all_ok = True
     for name in names:
         line: dict[str, Any] = {"check": name}
-        if name in GPU_ONLY and not c.gpu:
+        left = deadline - time.time()
+        limit = min(timeout_sec or TIMEOUT_SEC.get(name, DEFAULT_TIMEOUT_SEC) * (2 if dry_run else 1), left)
+        if name in GPU_ONLY and not gpu:
             line.update(status="skipped", skipped="no GPU", wall_sec=0.0)
-        elif time.time() - t_start > budget_sec:
+        elif left < 5:
             line.update(status="skipped", skipped=f"time budget of {budget_sec:.0f} s spent", wall_sec=0.0)
         else:
+            result = Path(root) / f"{name}.result.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--root", root,
+                   "--result", str(result), *(["--dry-run"] if dry_run else []),
+                   *(["--compile-backend", compile_backend] if compile_backend else [])]
             t0 = time.time()
+            # its own session (process group), so that a timeout kills Ray's processes with it;
+            # its stdout on our stderr: our stdout carries the JSON lines only
+            proc = subprocess.Popen(cmd, stdout=sys.stderr, start_new_session=True)
             try:
-                res = CHECKS[name](c)
-                ok = res.pop("ok", True)
-                line.update(status="ok" if ok else "failed", **res)
-            except Exception as e:  # a failed check is a line too; the next one still runs
-                line.update(status="failed", error=f"{type(e).__name__}: {e}")
-                traceback.print_exc(file=sys.stderr)
+                rc = proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                line.update(status="failed", timed_out=True,
+                            error=f"killed after its hard timeout of {limit:.0f} s")
+            else:
+                _kill_group(proc)  # whatever it left running (a Ray worker) goes too
+                if result.exists():
+                    line.update(json.loads(result.read_text()))
+                else:
+                    line.update(status="failed", error=f"its process ended with exit status {rc} and no result "
+                                                       "(a crash: its output is on stderr)")
             line["wall_sec"] = round(time.time() - t0, 2)
         all_ok &= line["status"] != "failed"
         emit(line)
@@ -404,34 +511,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="every check on the CPU with tiny sizes (seconds)")
     p.add_argument("--out", help="the JSON lines file (default: $OUT/gpu_check.jsonl, else ./gpu_check.jsonl)")
     p.add_argument("--only", nargs="+", metavar="CHECK", choices=list(CHECKS), help="run only these checks")
-    p.add_argument("--budget-sec", type=float, default=450.0,
-                   help="skip the checks left once this much time is spent (default 450: 7.5 minutes)")
+    p.add_argument("--budget-sec", type=float,
+                   help="the whole run's hard bound: no check runs past this many seconds from the start, and "
+                        "none starts with under 5 left (default 450, 7.5 minutes; 1200 in a dry run, whose CPU "
+                        "need not keep the GPU's 8 minutes)")
+    p.add_argument("--check-timeout-sec", type=float,
+                   help=f"every check's hard timeout (default: per check, {DEFAULT_TIMEOUT_SEC} s or TIMEOUT_SEC)")
+    p.add_argument("--compile-backend", choices=("inductor", "aot_eager", "eager"),
+                   help="speed_compile's torch.compile backend (default: inductor; aot_eager in a dry run)")
+    p.add_argument("--child", metavar="CHECK", choices=list(CHECKS), help=argparse.SUPPRESS)  # one check's process
+    p.add_argument("--root", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.child:
+        return run_one(a.child, a.dry_run, a.root, a.result, a.compile_backend)
     out = Path(a.out or Path(os.environ.get("OUT", ".")) / "gpu_check.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     names = a.only or list(CHECKS)
+    budget = a.budget_sec if a.budget_sec is not None else (1200.0 if a.dry_run else 450.0)
     if not a.dry_run and not torch.cuda.is_available():
         print("gpu_check: no GPU here (torch.cuda.is_available() is False); --dry-run runs the checks on the CPU "
               "with tiny sizes", file=sys.stderr)
         return 2
-    if a.dry_run:
-        torch.set_num_threads(1)
-    lines_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the JSON lines only (Ray's threads print)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as root, open(out, "w") as f:
         def emit(line: dict) -> None:
             text = json.dumps(line)
-            print(text, file=lines_out, flush=True)
+            print(text, flush=True)
             f.write(text + "\n")
             f.flush()
 
-        try:
-            ok = run_checks(Check(a.dry_run, root), names, emit, a.budget_sec)
-        finally:
-            with contextlib.suppress(Exception):
-                import ray
-
-                ray.shutdown()
-            sys.stdout = lines_out
+        ok = run_checks(a.dry_run, root, names, emit, budget, a.check_timeout_sec, a.compile_backend)
     print(f"gpu_check: {'all checks ok' if ok else 'a check failed'}; lines in {out}", file=sys.stderr)
     return 0 if ok else 1
 

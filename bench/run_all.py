@@ -24,6 +24,7 @@ BENCHES = {
     "metrics": ("bench_metrics.py", []),
     "ray_overhead": ("bench_ray_overhead.py", []),
     "stopper": ("bench_stopper.py", ["--json", "{json}"]),
+    "sweep_efficiency": ("bench_sweep_efficiency.py", ["--json", "{json}"]),
 }
 
 

@@ -32,6 +32,7 @@ from torch import Tensor
 from ganray.artifacts.layout import VERDICTS  # noqa: F401 (re-exported: the record's verdict names)
 from ganray.config import Config, ConfigError, EvalConfig
 from ganray.data import Dataset
+from ganray.data.download import cache_root
 from ganray.metrics import IMAGE, POINTS, STACKED, data_kind, get_metric
 from ganray.metrics.classifier import classifier_key
 from ganray.metrics.classifier.store import reference_classifier
@@ -228,6 +229,7 @@ class Evaluator:
             cfg.data.dataset, real.x, classifier=classifier, num_modes=real.num_classes, classes=classes,
             means=means, sigma=sigma, real_features=any(m.needs_real_features for m in self.metrics),
             max_real=cfg.eval.n_real, prdc_k=cfg.eval.prdc_k, seed=cfg.experiment.seed, device=device,
+            cache_dir=cache_root(cfg.data.cache_dir),  # the real features: once per node, not once per trial
         )
         # FID, KID, IS in Inception features (eval.inception): built here, so that a missing package or
         # weights file fails before a run; scored only where asked (inception_metrics)

@@ -29,7 +29,7 @@ from ganray.train import TrainResult, checkpoint, train
 
 log = logging.getLogger(__name__)
 
-def _ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
+def ray_report_step(cfg: Config, step: int, verdict: dict | None) -> bool:
     """Whether `step` goes to `ray.train.report`: evaluations, checkpoints, the last step and a
     divergence. Log-only steps reach TensorBoard and the metrics rows through rank 0's recorder
     alone, because each Ray Train V2 report waits for the controller to take the previous
@@ -83,7 +83,7 @@ def train_worker(loop_config: dict) -> None:
         if verdict is not None:
             scalars.update(verdict=verdict["verdict"], reasons="; ".join(verdict.get("reasons", [])))
         if state is None:
-            if _ray_report_step(cfg, step, verdict):
+            if ray_report_step(cfg, step, verdict):
                 ray.train.report(scalars)  # Ray: a barrier; every rank calls it at the same steps
             return
         with tempfile.TemporaryDirectory() as d:

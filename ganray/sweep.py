@@ -1,14 +1,16 @@
-"""Ray Tune sweeps over z_dim, lr_g, lr_d, family and seed, one TorchTrainer per trial.
+"""Ray Tune sweeps over z_dim, lr_g, lr_d, family and seed.
 
     python jobs/sweep_zdim.py [--config C] [--storage URI] [--set k=v] [--smoke]
     ganray sweep [--config C] ...
 
-Each trial is a Tune function trainable that builds and fits a TorchTrainer (the Ray 2.60
-pattern); the trainer's reports reach Tune through TuneReportCallback. A trial's own loop
+Each trial is a Tune function trainable. A single-worker trial runs ganray's loop in its own
+Tune actor (ganray.local.run_trial), which requests the worker's resources, and reports to Tune
+with ray.tune.report; a multi-worker trial builds and fits a TorchTrainer (the Ray 2.60 pattern),
+whose reports reach Tune through TuneReportCallback (docs/distributed.md, "Sweeps"). A trial's own loop
 stops it once its verdict is collapsed/diverged/garbage for `sweep.patience` evaluations
 in a row (the collapse stopper), so it ends cleanly with its last checkpoint, artifacts and
 verdict. Re-running the same experiment restores the Tune run: finished trials are kept,
-unfinished ones resume from their checkpoints.
+unfinished ones resume from their checkpoints (single-worker trials: the newest in the trial folder).
 """
 from __future__ import annotations
 
@@ -103,18 +105,71 @@ def trial_name(overrides: dict[str, Any]) -> str:
     return "-".join(parts) or "default"
 
 
+KEEP_CHECKPOINTS = 3  # ganray.distributed.make_trainer: CheckpointConfig(num_to_keep=3)
+
+
+def in_process(cfg: Config) -> bool:
+    """Whether the sweep's trials run the loop in their own Tune actor (one worker each) rather
+    than fit a TorchTrainer, whose controller, worker group and placement group a single worker
+    does not need (docs/distributed.md, "Sweeps")."""
+    return cfg.scaling.num_workers == 1
+
+
+def trial_resources(cfg: Config) -> dict[str, float]:
+    """What each trial's Tune actor requests: one worker's resources when it trains in-process."""
+    sc = cfg.scaling
+    if not in_process(cfg):
+        # The trial function only drives the TorchTrainer; its workers request the real resources.
+        # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
+        # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
+        return {"memory": 1 << 20}
+    # Ray sets the actor's OMP_NUM_THREADS from its CPUs as it does a Ray Train worker's: the same
+    # torch threads, so the same arithmetic as a TorchTrainer's single worker
+    return {"CPU": sc.cpus_per_worker, "GPU": sc.gpus_per_worker if sc.use_gpu else 0}
+
+
 def sweep_trial(params: dict) -> None:
-    """The Tune function trainable: one trial = one TorchTrainer fit of the point's config."""
+    """The Tune function trainable: one trial of the point's config. A single-worker trial runs
+    ganray's loop here (ganray.local.run_trial: the record, checkpoints in the trial folder, a
+    resume from the newest one); a multi-worker trial fits a TorchTrainer."""
+    point = params["point"]
+    cfg: Config = point["config"]  # built and validated in the driver (trial_configs)
+    if in_process(cfg):
+        _run_in_process(cfg, point["trial"])
+        return
     from ray.tune.integration.ray_train import TuneReportCallback  # Ray: Train reports -> Tune
 
     from ganray.distributed import make_trainer
 
-    point = params["point"]
-    cfg: Config = point["config"]  # built and validated in the driver (trial_configs)
     trainer = make_trainer(cfg, point["trial"], callbacks=[TuneReportCallback()], make_should_stop=make_should_stop)
     result = trainer.fit()
     if result.error is not None:
         raise result.error
+
+
+def _run_in_process(cfg: Config, trial: str) -> None:
+    """The loop in this Tune actor; Tune gets what a TorchTrainer's TuneReportCallback gave it:
+    the scalars and verdict at evaluations, checkpoints, the last step and a divergence (with
+    `checkpoint_path` at checkpoints). No checkpoint is reported to Tune: a retried or re-run
+    trial resumes from the newest checkpoint in its folder."""
+    from ray import tune  # Ray: the trial's reports
+
+    from ganray.artifacts.recorder import scalar_metrics
+    from ganray.distributed import ray_report_step  # the same steps as a Ray Train worker reports
+    from ganray.local import run_trial
+
+    def to_tune(step: int, metrics: dict, verdict: dict | None, checkpoint_uri: str | None) -> None:
+        if checkpoint_uri is None and not ray_report_step(cfg, step, verdict):
+            return
+        scalars: dict[str, Any] = scalar_metrics(metrics)
+        if verdict is not None:
+            scalars.update(verdict=verdict["verdict"], reasons="; ".join(verdict.get("reasons", [])))
+        if checkpoint_uri is not None:
+            scalars["checkpoint_path"] = checkpoint_uri.rsplit("/", 1)[0]
+        tune.report(scalars)  # Ray: waits until the driver took it (the progress table, ASHA, trackers)
+
+    # the newest 3 checkpoints kept, as a TorchTrainer's CheckpointConfig(num_to_keep=3) keeps them
+    run_trial(cfg, trial, stopper=make_should_stop(cfg), on_report=to_tune, keep_checkpoints=KEEP_CHECKPOINTS)
 
 
 def _progress_callback(cfg: Config, names: list[str]):
@@ -239,15 +294,13 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     layout.write_experiment_config(exp_uri, cfg.to_yaml())
     console.say(f"  Ray       {init_ray()}")
     prepare_classifier(cfg, say=console.say)  # once per experiment, before any trial: trials only load it
-    # The trial function only drives the TorchTrainer; its workers request the real resources.
-    # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
-    # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
-    trainable = tune.with_resources(sweep_trial, {"memory": 1 << 20})
+    trainable = tune.with_resources(sweep_trial, trial_resources(cfg))
     scheduler = None
     if cfg.sweep.asha:
         scheduler = tune.schedulers.ASHAScheduler(
             time_attr="step", metric=cfg.sweep.asha_metric, mode=cfg.sweep.asha_mode,
-            max_t=cfg.train.steps, grace_period=max(cfg.train.eval_every, 1))
+            max_t=cfg.train.steps, grace_period=cfg.sweep.asha_grace_steps or max(cfg.train.eval_every, 1),
+            reduction_factor=cfg.sweep.asha_reduction_factor)
     max_conc = cfg.sweep.max_concurrent_trials or _concurrency(cfg, len(points))
     restore_uri = storage.join(exp_uri, "tune", "tune")
     if restoring:
@@ -261,10 +314,15 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
             trainable,
             param_space={"point": tune.grid_search([{"config": c, "trial": n}
                                                     for c, n in zip(trial_configs(cfg, points), names)])},
+            # in-process trials: an actor that ended a trial takes the next one (no new process, torch
+            # imported once), and Tune retries a failed trial (a TorchTrainer retries its own workers)
             tune_config=tune.TuneConfig(max_concurrent_trials=max_conc, scheduler=scheduler,
+                                        reuse_actors=in_process(cfg),
                                         trial_name_creator=_trial_label, trial_dirname_creator=_trial_label),
             run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=fs,
                                       callbacks=[_progress_callback(cfg, names), *tracking.callbacks(cfg)],
+                                      failure_config=tune.FailureConfig(
+                                          max_failures=cfg.scaling.max_failures if in_process(cfg) else 0),
                                       verbose=0),
         )
     results = tuner.fit()

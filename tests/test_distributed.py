@@ -61,7 +61,10 @@ def test_the_controller_takes_reports_at_ganrays_short_polling_interval(ray_loca
 
     from ganray.distributed import REPORT_POLL_ENV, init_ray
 
-    monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    # set, then removed: monkeypatch restores the variable's absence after the test (a delenv of an
+    # unset variable records nothing, and init_ray/ray_env would leave their value for later tests)
+    monkeypatch.setenv(REPORT_POLL_ENV, "unset by the test")
+    monkeypatch.delenv(REPORT_POLL_ENV)
     init_ray()
     seen = tmp_path / "seen.jsonl"
 
@@ -86,7 +89,10 @@ def test_ray_env_keeps_the_users_interval_and_leaves_a_jobs_own_to_it(monkeypatc
     from ganray.distributed import REPORT_POLL_ENV, ray_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
-    monkeypatch.delenv(REPORT_POLL_ENV, raising=False)
+    # set, then removed: monkeypatch restores the variable's absence after the test (a delenv of an
+    # unset variable records nothing, and init_ray/ray_env would leave their value for later tests)
+    monkeypatch.setenv(REPORT_POLL_ENV, "unset by the test")
+    monkeypatch.delenv(REPORT_POLL_ENV)
     assert ray_env()[REPORT_POLL_ENV] == "0.2"
     monkeypatch.setenv(REPORT_POLL_ENV, "0.05")
     assert ray_env()[REPORT_POLL_ENV] == "0.05"

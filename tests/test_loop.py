@@ -344,3 +344,21 @@ def test_bf16_training_every_critic_forward_reads_the_current_weights():
     assert samples is not None and samples.dtype == torch.float32
     for key in ("loss_D", "loss_G", "wasserstein", "gp"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+
+
+@pytest.mark.parametrize("family", ["gan", "wgan-gp", "began", "vae"])
+def test_bf16_step_computes_losses_and_statistics_in_float32(family):
+    """Under bf16 the networks compute in bf16, but each family takes their outputs to float32
+    before its losses and statistics: a difference of two bf16 means (the Wasserstein estimate)
+    or a bf16 KL would be quantised to bf16's spacing, and on CUDA autocast keeps sums in float32."""
+    from ganray.train.loop import step_precision
+    from ganray.train.state import TrainingState
+
+    cfg = load(None, [*TINY, f"train.family={family}", "train.bf16=true", "train.n_critic=1"])
+    data = load_dataset(cfg.data)
+    s = TrainingState.build(cfg, data, 0, 1, torch.device("cpu"))
+    with step_precision(cfg.train, torch.device("cpu")):
+        probe = s.m.G_module(s.sampler.sample_z(2)) if family != "vae" else None
+        stats = s.family.step(s.m, s.sampler.next_real, s.sampler.sample_z, s.family_state, cfg.train)
+    assert probe is None or probe.dtype == torch.bfloat16  # the networks did run in bf16
+    assert stats and {k: v.dtype for k, v in stats.items() if v.dtype != torch.float32} == {}

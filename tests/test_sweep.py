@@ -24,7 +24,7 @@ import pytest
 
 from conftest import HOST, free_port
 from ganray import storage
-from ganray.artifacts import layout, reader
+from ganray.artifacts import reader
 from ganray.artifacts.layout import BAD_VERDICTS
 from ganray.collapse import VERDICTS
 from ganray.config import load
@@ -328,16 +328,6 @@ def _checkpoint_steps(trial_dir: Path) -> list[int]:
     return [int(name.split("_")[1]) for name in _checkpoints(trial_dir)]
 
 
-def _registered_steps(trial_dir: Path) -> list[int]:
-    """Steps of the checkpoints Ray Train has registered for the trial (what it resumes from);
-    a checkpoint folder uploaded just before a crash may not be among them yet."""
-    try:
-        snap = json.loads((trial_dir / layout.RAY_SNAPSHOT).read_text())
-    except (OSError, json.JSONDecodeError):  # not there yet, or being rewritten
-        return []
-    return sorted(int(c["checkpoint_dir_name"].split("_")[1]) for c in snap["checkpoint_results"])
-
-
 def _last_step(trial_dir: Path) -> int:
     if not (trial_dir / "metrics").is_dir():
         return 0
@@ -376,8 +366,7 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
         while True:
             assert driver.poll() is None, (tmp_path / "first.log").read_text()[-4000:]
             assert time.time() < deadline, f"no mid-run moment: {_tune_status(tune_dir)}"
-            registered = _registered_steps(trials / second)
-            if (_tune_status(tune_dir).get(first) == "TERMINATED" and registered
+            if (_tune_status(tune_dir).get(first) == "TERMINATED" and _checkpoint_steps(trials / second)
                     and _last_step(trials / second) <= steps - 2 * every):
                 break
             time.sleep(0.2)
@@ -387,9 +376,9 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
         _gone, alive = psutil.wait_procs(tree, timeout=60)
         assert not alive, f"Ray processes outlived their killed driver: {[p.pid for p in alive]}"
         killed_at = time.time()  # nothing of the first run writes after this
-        # what the re-run resumes from: Ray's newest registered checkpoint; when the kill cut off
-        # Ray's snapshot mid-write, the newest checkpoint in the folder (ganray sets the snapshot aside)
-        resume_from = (_registered_steps(trials / second) or [max(_checkpoint_steps(trials / second))])[-1]
+        # what the re-run resumes from: the newest checkpoint in the trial folder (a single-worker
+        # trial runs in its Tune actor and writes each checkpoint whole or not at all)
+        resume_from = max(_checkpoint_steps(trials / second))
     finally:
         log1.close()
         if driver.poll() is None:
@@ -420,3 +409,43 @@ def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_o
     new = [int(row["step"]) for row in rows if row["time"] > killed_at]
     assert new and new[0] == resume_from + every and new[-1] == steps, (resume_from, new)
     assert read_json(str(trials / second / "verdict.json"))["step"] == steps
+
+
+@pytest.mark.slow
+def test_a_killed_trial_process_is_retried_by_tune_and_resumes_from_its_newest_checkpoint(tmp_path):
+    """scaling.max_failures=1: the trial's process (its Tune actor, where a single-worker trial
+    trains) killed with SIGKILL mid-run; Tune starts it again and it goes on from the newest
+    checkpoint in its folder, every logged step once, to the last step."""
+    steps, every = 300, 50
+    args = ["--smoke", "--storage", str(tmp_path), "--no-report", "--set", "sweep.z_dim=[10]",
+            "--set", "sweep.stopper=false", "--set", "scaling.max_failures=1", "--set", f"train.steps={steps}",
+            "--set", f"train.checkpoint_every={every}", "--set", f"train.log_every={every}",
+            "--set", "train.eval_every=150", "--set", "train.sample_every=150"]
+    (name,) = trial_names("sweep.z_dim=[10]")
+    trial = tmp_path / "zdim-mnist-local-smoke" / "trials" / name
+    log1 = open(tmp_path / "sweep.log", "w")
+    driver = subprocess.Popen([sys.executable, JOB, *args], cwd=ROOT, env={**os.environ, **SWEEP_ENV},
+                              stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while not (_checkpoint_steps(trial) and _last_step(trial) <= steps - 2 * every):
+            assert driver.poll() is None and time.time() < deadline, (tmp_path / "sweep.log").read_text()[-4000:]
+            time.sleep(0.1)
+        actors = [p for p in psutil.Process(driver.pid).children(recursive=True)
+                  if " ".join(p.cmdline()).startswith("ray::ImplicitFunc")]  # the trial's Tune actor
+        assert len(actors) == 1, [p.cmdline() for p in actors]
+        actors[0].kill()
+        actors[0].wait(timeout=30)
+        killed_at = time.time()
+        resume_from = max(_checkpoint_steps(trial))  # nothing of the killed process writes after this
+        assert driver.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
+    finally:
+        log1.close()
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    rows = read_metrics(str(trial))
+    assert [int(r["step"]) for r in rows] == list(range(every, steps + every, every))
+    new = [int(r["step"]) for r in rows if r["time"] > killed_at]
+    assert 0 < resume_from < steps and new and new[0] == resume_from + every and new[-1] == steps, (resume_from, new)
+    assert read_json(str(trial / "verdict.json"))["step"] == steps
+    assert sorted(_checkpoint_steps(trial)) == [200, 250, 300]  # the newest 3, as a TorchTrainer keeps them

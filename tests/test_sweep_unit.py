@@ -34,6 +34,7 @@ def test_default_grid_is_the_zdim_experiment():
     (["sweep.z_dim=[]", "sweep.seeds=[0]"], "empty grid"),
     (["sweep.z_dim=[1, 0]"], "sweep.z_dim[1]: must be >= 1"),
     (["sweep.asha=true", "sweep.asha_metric=fid"], "sweep.asha_metric: unknown metric 'fid'"),
+    (["sweep.asha=true", "sweep.asha_reduction_factor=1"], "sweep.asha_reduction_factor: must be > 1"),
     (["sweep.lr_g=[0.0002, -1]"], "sweep.lr_g[1]: must be > 0"),
     (["sweep.family=[gan, vae2]"], "sweep.family[1]"),
 ])

@@ -167,6 +167,16 @@ class TrialRecorder:
         storage.put_bytes(uri, data)
         return uri
 
+    def drop_old_checkpoints(self, keep: int) -> None:
+        """Delete all but the newest `keep` checkpoint folders of the trial, as Ray Train does with
+        CheckpointConfig(num_to_keep) (called after a new one is stored: the newest stays whole)."""
+        prefix = self.paths.trial.rstrip("/") + "/"
+        steps = sorted(int(m.group(1)) for uri in storage.list_files(self.paths.trial)
+                       if (m := layout.CHECKPOINT_RE.match(uri[len(prefix):])))
+        for step in steps[:-keep] if keep > 0 else []:
+            fs, path = storage.filesystem(storage.join(self.paths.trial, layout.checkpoint_dir(step)))
+            fs.delete_dir(path)
+
     def upload_checkpoint(self, local_file: str, step: int) -> str:
         """Copy a local checkpoint file into place; returns its folder's URI."""
         folder = storage.join(self.paths.trial, layout.checkpoint_dir(step))

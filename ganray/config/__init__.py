@@ -166,7 +166,7 @@ class ScalingConfig:
     use_gpu: bool = _f(False, doc="give each worker gpus_per_worker GPUs")
     cpus_per_worker: float = _f(1.0, gt=0, doc="CPUs Ray reserves for each worker")
     gpus_per_worker: float = _f(1.0, gt=0, doc="fractions pack several small trials on one GPU")
-    max_failures: int = _f(0, ge=-1, doc="Ray Train FailureConfig.max_failures; -1 = unlimited")
+    max_failures: int = _f(0, ge=-1, doc="restarts of a failed trial from its newest checkpoint (Ray Train or Tune FailureConfig); -1 = unlimited")
     sync_batchnorm: bool = _f(False, doc="convert BatchNorm to SyncBatchNorm under DDP")
 
 
@@ -183,6 +183,9 @@ class SweepConfig:
     asha: bool = _f(False, doc="ASHA scheduler: stop trials that rank low by asha_metric at each rung")
     asha_metric: str = _f("fcd", doc="metric ASHA ranks trials by")
     asha_mode: str = _f("min", choices=("min", "max"), doc="min: lower asha_metric is better; max: higher")
+    asha_grace_steps: int = _f(0, ge=0, doc="ASHA's first rung (no ASHA stop before it); 0 = train.eval_every")
+    asha_reduction_factor: float = _f(4.0, gt=1, doc="ASHA keeps the best 1/this share at each rung; rungs are "
+                                                     "asha_grace_steps x this^k (Ray's default 4)")
     max_concurrent_trials: int = _f(0, ge=0, doc="0 = as many as the cluster's resources allow")
 
 
@@ -270,8 +273,9 @@ class SpeedConfig:
                    doc="Adam's implementation: default = torch's choice (foreach on CUDA), for-loop, foreach, "
                        "fused; the same update")
     channels_last: bool = _f(False, doc="image models and real batches in channels_last (NHWC) memory format")
-    compile: bool = _f(False, doc="torch.compile G's and D's forward (and so their backward); the first steps "
-                                  "compile (inductor on CPU needs a C++ compiler)")
+    compile: bool = _f(False, doc="torch.compile G's and D's forward (and so their backward; wgan-gp: G's only, "
+                                  "its penalty is a double backward through D); the first steps compile "
+                                  "(inductor on CPU needs a C++ compiler)")
     compile_backend: str = _f("inductor", choices=("inductor", "aot_eager", "eager"),
                               doc="torch.compile's backend; aot_eager and eager trace without generating code "
                                   "(debugging, and the CPU test)")

@@ -7,6 +7,10 @@ A `Family` bundles what the training loop needs:
     state = fam.init_state()                                            # saved in checkpoints
     stats = fam.step(m, next_real, sample_z, state, cfg.train)          # one generator iteration
 
+Under train.bf16 the networks compute in bf16 (the loop's autocast region); every step takes
+their outputs to float32 (`.float()`, a no-op in fp32) before losses and statistics, so losses,
+the Wasserstein estimate and the KL are float32 sums on the CPU as on CUDA.
+
 `step` runs tc.n_critic D steps (each on a fresh `next_real()` batch) and then one G step, and
 returns detached 0-dim tensors (no `.item()`, so a GPU is not synchronised every step). The
 stats of the D step are those of the last of the n_critic D steps.

@@ -54,8 +54,8 @@ def step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: Tra
     """One update of encoder and decoder on one real batch (sample_z is not needed: z comes from q(z|x))."""
     m.opt_G.zero_grad(set_to_none=True)
     x = next_real()  # [N, C, H, W]
-    mu, logvar = m.D(x)  # [N, z_dim] each
-    x_hat = m.G(reparameterize(mu, logvar))  # [N, C, H, W]
+    mu, logvar = (t.float() for t in m.D(x))  # [N, z_dim] each
+    x_hat = m.G(reparameterize(mu, logvar)).float()  # [N, C, H, W]
     loss, kl, mse = vae_loss(x, x_hat, mu, logvar, tc.vae_alpha)
     loss.backward()
     m.opt_G.step()

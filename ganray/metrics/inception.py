@@ -286,9 +286,9 @@ def _load_kept(path: Path, shape: tuple[int, ...]) -> Tensor | None:
         kept = torch.load(path, weights_only=True)
         if isinstance(kept, Tensor) and tuple(kept.shape) == shape:
             return kept
-        log.warning("inception: %s holds no tensor of shape %s; computing it again", path, shape)
+        log.warning("cache: %s holds no tensor of shape %s; computing it again", path, shape)
     except Exception as e:  # noqa: BLE001 (a damaged cache file is recomputed)
-        log.warning("inception: %s unreadable (%s); computing it again", path, e)
+        log.warning("cache: %s unreadable (%s); computing it again", path, e)
     return None
 
 
@@ -306,16 +306,16 @@ def cached_tensor(path: Path, shape: tuple[int, ...], compute: Callable[[], Tens
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(lock_path, "ab")  # never removed: a lock file deleted under a waiter locks nothing
     except OSError as e:
-        log.warning("inception: cannot use the cache %s (%s); computing without keeping the result", path.parent, e)
+        log.warning("cache: cannot use %s (%s); computing without keeping the result", path.parent, e)
         return compute()
     with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.info("inception: another process is computing %s; waiting for it", path)
+            log.info("cache: another process is computing %s; waiting for it", path)
             fcntl.flock(lock, fcntl.LOCK_EX)
         except OSError as e:  # a file system without locks: compute, as without the lock
-            log.warning("inception: cannot lock %s (%s)", lock_path, e)
+            log.warning("cache: cannot lock %s (%s)", lock_path, e)
         kept = _load_kept(path, shape)  # written while this one waited
         if kept is not None:
             return kept
@@ -323,7 +323,7 @@ def cached_tensor(path: Path, shape: tuple[int, ...], compute: Callable[[], Tens
         try:
             storage.atomic_local_write(str(path), lambda f: torch.save(value, f))
         except OSError as e:
-            log.warning("inception: cannot keep %s (%s)", path, e)
+            log.warning("cache: cannot keep %s (%s)", path, e)
         return value  # the lock goes with the file's closing
 
 

@@ -2,16 +2,20 @@
 and the state kept between evaluations.
 
 `Reference.build` runs once per run (the `Evaluator` caches it): real features, their mean and
-covariance (FCD) and k-NN radii (PRDC), a sample of real data, the mixture's means and σ.
+covariance (FCD) and k-NN radii (PRDC), a sample of real data, the mixture's means and σ. The real
+features and k-NN distances are kept in the cache folder (<cache>/reference/<sha256>.pt), so the
+trials of a sweep on one node compute them once.
 `MetricInputs` computes the classifier's features and labels of the generated samples once,
 on first use, and shares them between metrics.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -116,12 +120,15 @@ class Reference:
         diversity_n: int = 1000,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        cache_dir: str | Path | None = None,
     ) -> "Reference":
         """Cache the statistics of real samples `real_x` ([N, C, H, W] in [-1, 1] or [N, 2]).
 
         num_modes: classes of the dataset (stacked-mnist: 1000); `classes`: the labels present
         when the data is a class subset (then coverage and KL are over those classes only);
         real_features: compute the real features, their Gaussian fit and k-NN radii (FCD, PRDC).
+        cache_dir: keep the real features and k-NN distances in <cache_dir>/reference/<sha256>.pt
+        (under a file lock), so the trials of a sweep compute them once per node, not once each.
         """
         device = torch.device(device)
         kind = data_kind(dataset)
@@ -141,15 +148,41 @@ class Reference:
             model, info = classifier
             ref.classifier, ref.classifier_info = model.to(device).eval(), info
         if classifier is not None and real_features:
-            feats = classify(ref.classifier, real_x, kind).features.double()  # [N_r, d]
+
+            def compute() -> Tensor:  # [N_r, d + k]: the real features (float64) beside their k-NN distances
+                feats = classify(ref.classifier, real_x, kind).features.double()  # [N_r, d]
+                nn = knn_distances(feats.float().to(device), prdc_k)  # [N_r, k], as PRDC sees them (float32)
+                return torch.cat([feats.cpu(), nn.double().cpu()], 1)
+
+            if cache_dir is None:
+                kept = compute()
+            else:  # every trial of an experiment on this node after the first loads it (float32 -> 64 -> 32: exact)
+                from ganray.metrics.inception import cached_tensor  # noqa: PLC0415 (inception imports this module)
+
+                d = classify(ref.classifier, real_x[:1], kind).features.shape[1]
+                key = _reference_key(dataset, kind, real_x, ref.classifier, prdc_k, device)
+                kept = cached_tensor(Path(cache_dir) / "reference" / f"{key}.pt", (real_x.shape[0], d + prdc_k),
+                                     compute)
+            feats, nn = kept[:, :-prdc_k], kept[:, -prdc_k:].float().to(device)
             # Gaussian fit of the real features: μ_r = mean, Σ_r = unbiased covariance
             ref.mu_real = feats.mean(0)
             ref.sigma_real = torch.cov(feats.T)
             ref.real_features = feats.float().to(device)
-            nn = knn_distances(ref.real_features, prdc_k)  # [N_r, k]
             ref.real_nn, ref.real_radii = nn[:, 0], nn[:, prdc_k - 1]
             log.info("reference %s: %d real samples, features d=%d", dataset, feats.shape[0], feats.shape[1])
         return ref
+
+
+def _reference_key(dataset: str, kind: str, real_x: Tensor, model: Classifier, prdc_k: int,
+                   device: torch.device) -> str:
+    """sha256 of what the real features and radii depend on: the real samples in their order, the
+    classifier's weights, k, and the device type (a GPU's convolutions round otherwise than a CPU's)."""
+    h = hashlib.sha256(f"reference-v1 {dataset} {kind} k={prdc_k} {device.type}".encode())
+    h.update(real_x.detach().cpu().contiguous().numpy().tobytes())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
 
 
 @dataclass

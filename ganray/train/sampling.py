@@ -19,9 +19,10 @@ class Sampler:
     """Random minibatches of one rank's data shard and latent vectors, from recorded generators.
 
     The generators live on the training device, and the indices and z are drawn there: a step
-    copies nothing from the host and never waits for it (no host-device sync: what a CUDA graph of
-    the step needs, with g_data and g_z registered to the graph). On the CPU the streams are those
-    of a CPU generator, as before.
+    copies nothing from the host and never waits for it (no host-device sync). Under
+    speed.cuda_graphs the draws stay outside the captured graph (ganray.train.speed.GraphedStep
+    copies each into a static input before a replay), so g_data and g_z are not registered to
+    the graph. On the CPU the streams are those of a CPU generator, as before.
     A checkpoint's streams continue only on the device type that wrote them (a CUDA generator's
     state is not a CPU generator's); elsewhere the run goes on with fresh streams and says so."""
 

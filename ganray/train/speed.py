@@ -7,7 +7,7 @@ computes the same step (tests/test_speed.py).
 - `speed.channels_last`: image models' parameters (and Adam's moments) and every real batch in
   NHWC memory order, which cuDNN's and oneDNN's convolutions prefer.
 - `speed.compile`: G's and D's forward (and so their backward) through torch.compile, in
-  place (`compile_forward`). G and D are compiled, not the step: the step's optimizer
+  place (`compile_forward`); G's alone for wgan-gp (`DOUBLE_BACKWARD_THROUGH_D`). G and D are compiled, not the step: the step's optimizer
   updates and `frozen(D)` are Python that the compiler would break the graph on anyway.
 - `speed.cuda_graphs` (GPU only): the whole step — n_critic D updates and the G update,
   optimizer steps included — captured once in a CUDA graph and replayed; see `GraphedStep`.
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ganray.config import ConfigError, TrainConfig, is_2d
 from ganray.families import Models, NextReal, SampleZ, Stats
-from ganray.train.state import TrainingState
+from ganray.train.state import TrainingState, layout_like_params
 
 StepFn = Callable[[Models, NextReal, SampleZ, dict, TrainConfig], Stats]
 
@@ -41,7 +41,7 @@ def prepare(s: TrainingState, device: torch.device) -> StepFn:
         to_channels_last(s.m)
         step = channels_last_batches(step)
     if sp.compile:
-        for module in (s.m.G, s.m.D):
+        for module in compiled_modules(s):
             compile_forward(module, sp.compile_backend)
     if sp.cuda_graphs:
         step = GraphedStep(step)
@@ -58,10 +58,8 @@ def to_channels_last(m: Models) -> None:
         if module is not None:
             module.to(memory_format=torch.channels_last)  # in place: the optimisers keep their parameters
     for opt in (m.opt_G, m.opt_D):
-        for p, st in (opt.state.items() if opt is not None else ()):
-            for k, v in st.items():
-                if torch.is_tensor(v) and v.dim() == 4 and v.shape == p.shape:
-                    st[k] = v.contiguous(memory_format=torch.channels_last)
+        if opt is not None:
+            layout_like_params(opt)  # the moments follow their (now NHWC) parameters
 
 
 def channels_last_batches(step: StepFn) -> StepFn:
@@ -148,6 +146,22 @@ class GraphedStep:
 
 
 # ---- torch.compile ---------------------------------------------------------------------
+
+# Families whose D step differentiates D's gradient: WGAN-GP's penalty E[(||∇_x D(x_hat)||_2 - 1)^2]
+# takes ∇_x D with create_graph=True and loss_D.backward() then differentiates through that
+# backward (a double backward), which AOTAutograd's compiled backward does not support
+# ("torch.compile with aot_autograd does not currently support double backward"). For them only G
+# is compiled: G is never double-differentiated (the fakes are drawn under no_grad and x_hat is
+# detached), so its compiled forward and backward stay exact, and a speed.compile sweep over
+# sweep.family grids [gan, wgan-gp] still runs every trial instead of refusing the whole sweep.
+DOUBLE_BACKWARD_THROUGH_D = frozenset({"wgan-gp"})
+
+
+def compiled_modules(s: TrainingState) -> list[nn.Module]:
+    """What speed.compile compiles: G and D, or G alone for DOUBLE_BACKWARD_THROUGH_D families."""
+    if s.cfg.train.family in DOUBLE_BACKWARD_THROUGH_D:
+        return [s.m.G]
+    return [s.m.G, s.m.D]
 
 
 def compile_forward(module: nn.Module, backend: str) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from ganray.config import Config
 from ganray.data import Dataset
-from ganray.families import Family, Models, get_family
+from ganray.families import ADAM_FLAGS, Family, Models, get_family
 from ganray.train.checkpoint import check_compatible
 from ganray.train.sampling import Sampler
 from ganray.train.stats import StatsWindow, history_keep
@@ -71,6 +71,46 @@ def isolated_rng(device: torch.device):
             np.random.set_state(np_state)
 
 
+def apply_adam_flags(opt: torch.optim.Optimizer, cfg: Config) -> None:
+    """The Adam kernels of cfg.speed on every param group of `opt`, and each parameter's step
+    count where they keep it. Optimizer.load_state_dict replaces a group's settings with the
+    checkpoint's (foreach, fused, capturable), so without this a resume would run the kernels of
+    the run that wrote the checkpoint: a cuda_graphs checkpoint (capturable) fails on a CPU, one
+    without capturable fails a capture, speed.adam silently follows the checkpoint.
+
+    Where torch 2.13's Adam keeps `step` (torch/optim/adam.py, _init_group): a float32 tensor on
+    the parameter's device when capturable or fused, else a CPU scalar tensor of the default
+    float dtype (float32, or float64 under torch.set_default_dtype(torch.float64))."""
+    if not isinstance(opt, torch.optim.Adam):
+        return
+    flags = {"foreach": None, "fused": None, **ADAM_FLAGS[cfg.speed.adam], "capturable": cfg.speed.cuda_graphs}
+    for group in opt.param_groups:
+        group.update(flags)
+        on_device = bool(group["capturable"] or group["fused"])
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st or "step" not in st:
+                continue
+            value = float(st["step"])  # a Python number in old checkpoints, else a 0-dim tensor
+            if on_device:
+                st["step"] = torch.tensor(value, dtype=torch.float32, device=p.device)
+            else:
+                dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                st["step"] = torch.tensor(value, dtype=dtype, device="cpu")
+
+
+def layout_like_params(opt: torch.optim.Optimizer) -> None:
+    """Each per-parameter state tensor of `opt` (Adam's moments) in its parameter's memory
+    layout (strides). load_state_dict keeps the checkpoint's: moments written by a
+    speed.channels_last run stay NHWC while the resumed parameters are NCHW, and the fused
+    kernel, which walks parameter and moments as flat memory, then pairs elements that do not
+    belong together (wrong updates, no error)."""
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)  # empty_like keeps p's strides
+
+
 @dataclass
 class TrainingState:
     """The models, optimisers, family state, data streams and statistics of one rank's run."""
@@ -124,6 +164,10 @@ class TrainingState:
         if m.opt_D is not None and ckpt.get("opt_D") is not None:
             m.opt_D.load_state_dict(ckpt["opt_D"])
         self._apply_lrs()  # learning rates come from the config, not the checkpoint (a sweep may change them)
+        for opt in (m.opt_G, m.opt_D):
+            if opt is not None:
+                apply_adam_flags(opt, self.cfg)  # so do Adam's kernels (speed.adam, speed.cuda_graphs)
+                layout_like_params(opt)  # and the moments' memory layout (the checkpoint's may be channels_last)
         self.family_state = dict(ckpt.get("family_state") or self.family_state)
         self.step = int(ckpt["step"])
         self.history = list(ckpt.get("history") or [])
