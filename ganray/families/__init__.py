@@ -7,9 +7,9 @@ A `Family` bundles what the training loop needs:
     state = fam.init_state()                                            # saved in checkpoints
     stats = fam.step(m, next_real, sample_z, state, cfg.train)          # one generator iteration
 
-Under train.bf16 the networks compute in bf16 (the loop's autocast region); every step takes
-their outputs to float32 (`.float()`, a no-op in fp32) before losses and statistics, so losses,
-the Wasserstein estimate and the KL are float32 sums on the CPU as on CUDA.
+Under train.bf16 the networks compute in bf16 (the loop's autocast region); every step widens
+their outputs to float32 (`widen`: bf16/fp16 only, fp32 and fp64 untouched) before losses and
+statistics, so losses, the Wasserstein estimate and the KL are float32 sums on the CPU as on CUDA.
 
 `step` runs tc.n_critic D steps (each on a fresh `next_real()` batch) and then one G step, and
 returns detached 0-dim tensors (no `.item()`, so a GPU is not synchronised every step). The
@@ -42,6 +42,11 @@ Wrap = Callable[[nn.Module], nn.Module]
 Stats = dict[str, Tensor]
 DStep = Callable[[nn.Module, nn.Module, torch.optim.Optimizer, Tensor, Tensor, dict, TrainConfig], Stats]
 GStep = Callable[[nn.Module, nn.Module, torch.optim.Optimizer, Tensor, dict, TrainConfig], Stats]
+
+
+def widen(t: Tensor) -> Tensor:
+    """A network's bf16/fp16 output (autocast) as float32 for losses and statistics; others as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 def identity(module: nn.Module) -> nn.Module:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ganray.config import TrainConfig
-from ganray.families import Family, Stats, adversarial_builder, adversarial_step, frozen, register_family
+from ganray.families import Family, Stats, adversarial_builder, adversarial_step, frozen, register_family, widen
 
 
 def init_state() -> dict:
@@ -24,7 +24,7 @@ def init_state() -> dict:
 
 def recon_loss(D: nn.Module, v: Tensor) -> Tensor:
     """L(v) = mean |v - D(v)| (over batch and pixels)."""
-    return (v - D(v)).float().abs().mean()
+    return widen(v - D(v)).abs().mean()
 
 
 def _mean_over_workers(t: Tensor) -> Tensor:
@@ -50,7 +50,7 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
         fake = G(z)  # [N, C, H, W]
     n = real.shape[0]
     both = torch.cat([real, fake])  # [2N, C, H, W]: one forward, one backward (one DDP all-reduce)
-    err = (both - D(both)).float().abs().flatten(1).mean(1)  # [2N] per-example |v - D(v)|
+    err = widen(both - D(both)).abs().flatten(1).mean(1)  # [2N] per-example |v - D(v)|
     loss_real, loss_fake = err[:n].mean(), err[n:].mean()  # L(x), L(G(z))
     k_t = torch.as_tensor(state["k_t"], dtype=real.dtype, device=real.device)
     # L_D = L(x) - k_t L(G(z))

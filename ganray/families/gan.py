@@ -18,7 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganray.config import TrainConfig
-from ganray.families import Family, Stats, adversarial_builder, adversarial_step, frozen, no_state, register_family
+from ganray.families import (
+    Family,
+    Stats,
+    adversarial_builder,
+    adversarial_step,
+    frozen,
+    no_state,
+    register_family,
+    widen,
+)
 
 
 def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
@@ -30,7 +39,7 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
     with torch.no_grad():
         fake = G(z)  # [N, *shape]
     n = real.shape[0]
-    logits = D(torch.cat([real, fake])).float()  # [2N]: one forward, one backward (one DDP all-reduce)
+    logits = widen(D(torch.cat([real, fake])))  # [2N]: one forward, one backward (one DDP all-reduce)
     logit_real, logit_fake = logits[:n], logits[n:]
     # D maximises log D(x) + log(1 - D(G(z))), i.e. minimises
     # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0) = -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
@@ -48,13 +57,13 @@ def d_step_fake_then_real(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimiz
     fake = predict(G, z)  # [N, *shape]
     # (1) the fake batch: D minimises BCE(D(G(z)), 0) = -log(1 - sigmoid(D(G(z))))
     opt_D.zero_grad(set_to_none=True)
-    logit_fake = D(fake).float()  # [N]
+    logit_fake = widen(D(fake))  # [N]
     loss_fake = F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
     loss_fake.backward()
     opt_D.step()
     # (2) then the real batch, with the D that step (1) made: D minimises BCE(D(x), 1) = -log sigmoid(D(x))
     opt_D.zero_grad(set_to_none=True)
-    logit_real = D(real).float()  # [N]
+    logit_real = widen(D(real))  # [N]
     loss_real = F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
     loss_real.backward()
     opt_D.step()
@@ -92,7 +101,7 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
     """One G update; D is used frozen (pass the unwrapped D under DDP)."""
     opt_G.zero_grad(set_to_none=True)
     with frozen(D):
-        logit_fake = D(G(z)).float()  # [N]
+        logit_fake = widen(D(G(z)))  # [N]
         # Non-saturating G loss: minimise -log D(G(z)) = BCE(D(G(z)), 1)
         loss_G = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
         loss_G.backward()

@@ -22,7 +22,19 @@ import torch
 from torch import Tensor
 
 from ganray.config import Config, TrainConfig
-from ganray.families import Family, Models, NextReal, SampleZ, Stats, Wrap, adam, identity, no_state, register_family
+from ganray.families import (
+    Family,
+    Models,
+    NextReal,
+    SampleZ,
+    Stats,
+    Wrap,
+    adam,
+    identity,
+    no_state,
+    register_family,
+    widen,
+)
 
 
 def vae_loss(x: Tensor, x_hat: Tensor, mu: Tensor, logvar: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,8 +66,8 @@ def step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: Tra
     """One update of encoder and decoder on one real batch (sample_z is not needed: z comes from q(z|x))."""
     m.opt_G.zero_grad(set_to_none=True)
     x = next_real()  # [N, C, H, W]
-    mu, logvar = (t.float() for t in m.D(x))  # [N, z_dim] each
-    x_hat = m.G(reparameterize(mu, logvar)).float()  # [N, C, H, W]
+    mu, logvar = (widen(t) for t in m.D(x))  # [N, z_dim] each
+    x_hat = widen(m.G(reparameterize(mu, logvar)))  # [N, C, H, W]
     loss, kl, mse = vae_loss(x, x_hat, mu, logvar, tc.vae_alpha)
     loss.backward()
     m.opt_G.step()

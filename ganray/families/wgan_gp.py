@@ -16,7 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from ganray.config import TrainConfig
-from ganray.families import Family, Stats, adversarial_builder, adversarial_step, frozen, no_state, register_family
+from ganray.families import (
+    Family,
+    Stats,
+    adversarial_builder,
+    adversarial_step,
+    frozen,
+    no_state,
+    register_family,
+    widen,
+)
 
 
 def interpolate(real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -51,7 +60,7 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
         fake = G(z)  # [N, *shape]
     x_hat = interpolate(real, fake, eps)  # [N, *shape]
     n = real.shape[0]
-    critic = D(torch.cat([real, fake, x_hat])).float()  # [3N]: one forward, one backward (one DDP all-reduce)
+    critic = widen(D(torch.cat([real, fake, x_hat])))  # [3N]: one forward, one backward (one DDP all-reduce)
     d_real, d_fake, d_hat = critic[:n], critic[n:2 * n], critic[2 * n:]
     gp, grad_norm = gradient_penalty(d_hat, x_hat)
     # Critic loss: E[D(G(z))] - E[D(x)] + λ E[(||∇D(x_hat)||_2 - 1)^2]
@@ -79,7 +88,7 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
     opt_G.zero_grad(set_to_none=True)
     with frozen(D):
         # G loss: -E[D(G(z))]
-        loss_G = -D(G(z)).float().mean()
+        loss_G = -widen(D(G(z))).mean()
         loss_G.backward()
     opt_G.step()
     return {"loss_G": loss_G.detach()}
