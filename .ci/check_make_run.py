@@ -16,6 +16,9 @@ from pathlib import Path
 
 MAX_LINES, MAX_CHARS = 150, 300
 VERDICTS = {"healthy", "partial_collapse", "collapsed", "garbage", "diverged"}
+# a trial's logged step as Ray forwards it from the trial's process: "(ImplicitFunc pid=123) step 20: loss_D=…"
+# (an in-process trial's Tune actor; a multi-worker trial's lines come from RayTrainWorker)
+TRIAL_STREAM = re.compile(r"^\(\w+ pid=\d+(?:, ip=[^)]*)?\) step \d+: loss_D=", re.M)
 
 
 def main(console_file: str, exp: str) -> int:
@@ -47,8 +50,8 @@ def main(console_file: str, exp: str) -> int:
     log = Path(m.group(1)) if m else None
     if log is None or not log.is_file():
         problems.append(f"the log file named in the header is missing ({log})")
-    elif "RayTrainWorker" not in log.read_text(errors="replace"):
-        problems.append(f"the log file {log} does not hold the workers' stream")
+    elif not TRIAL_STREAM.search(log.read_text(errors="replace")):
+        problems.append(f"the log file {log} does not hold the trials' stream (their logged steps)")
     print(f"make run console: {len(lines)} lines, longest {longest} characters; "
           f"trials {verdicts}; log {log} ({log.stat().st_size if log and log.is_file() else 0} bytes)")
     for p in problems:

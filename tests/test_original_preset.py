@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -147,3 +148,8 @@ def test_smoke_twin_runs_end_to_end_with_the_default_storage(tmp_path):
         assert {k: ran[k.split(".")[0]][k.split(".")[1]] for k in RECIPE} == {k: value(cfg, k) for k in RECIPE}
     assert (exp / "report.html").is_file()
     assert f"report: {exp}/report.html" in r.stdout, tail(r)
+    # the trials' own lines (each logged step, forwarded by Ray from the trial's process) are in the log file
+    (log,) = (exp / "logs").glob("sweep-*.log")
+    stepped = re.findall(r"^\(\w+ pid=\d+(?:, ip=[^)]*)?\) step (\d+): loss_D=", log.read_text(), re.M)
+    # (Ray folds lines alike across processes into "[repeated Nx across cluster]": not every step shows)
+    assert len(stepped) >= 2 and all(0 < int(step) <= cfg.train.steps for step in stepped), log.read_text()[-3000:]
