@@ -16,7 +16,7 @@ from pathlib import Path
 
 MAX_LINES, MAX_CHARS = 150, 300
 VERDICTS = {"healthy", "partial_collapse", "collapsed", "garbage", "diverged"}
-# a trial's logged step as Ray forwards it from the trial's process: "(ImplicitFunc pid=123) step 20: loss_D=…"
+# a trial's logged step as Ray forwards it from the trial's process: "(sweep_trial pid=123) step 20: loss_D=…"
 # (an in-process trial's Tune actor; a multi-worker trial's lines come from RayTrainWorker)
 TRIAL_STREAM = re.compile(r"^\(\w+ pid=\d+(?:, ip=[^)]*)?\) step \d+: loss_D=", re.M)
 

@@ -7,6 +7,7 @@ same experiment resumes from the newest checkpoint.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Callable
 
 from ganray import storage
@@ -70,3 +71,19 @@ def run_trial(cfg: Config, trial: str, *, stopper: Any = None,
         should_stop = stopper if stopper is not None else (lambda step, metrics: False)
         return train(cfg, report=report, save_checkpoint=rec.stage_checkpoint, should_stop=should_stop,
                      resume_from=resume, progress=progress)
+
+
+def trial_log_lines() -> None:
+    """ganray's INFO lines of an in-process trial (the evaluator's set-up, every logged step) on
+    this actor's stderr, as a Ray Train worker writes them: Ray forwards them to the driver,
+    whose console puts them in the sweep's log file (`(sweep_trial pid=…) step 20: …`).
+    Once per actor process (Tune reuses actors)."""
+    ganray_log = logging.getLogger("ganray")
+    if any(getattr(h, "ganray_trial", False) for h in ganray_log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.ganray_trial = True  # type: ignore[attr-defined]
+    ganray_log.addHandler(handler)
+    ganray_log.setLevel(logging.INFO)
+    ganray_log.propagate = False  # once: not again through a handler Ray's worker may have on the root

@@ -156,9 +156,9 @@ def _run_in_process(cfg: Config, trial: str) -> None:
 
     from ganray.artifacts.recorder import scalar_metrics
     from ganray.distributed import ray_report_step  # the same steps as a Ray Train worker reports
-    from ganray.local import run_trial
+    from ganray.local import run_trial, trial_log_lines
 
-    _trial_log_lines()
+    trial_log_lines()
 
     def to_tune(step: int, metrics: dict, verdict: dict | None, checkpoint_uri: str | None) -> None:
         if checkpoint_uri is None and not ray_report_step(cfg, step, verdict):
@@ -172,22 +172,6 @@ def _run_in_process(cfg: Config, trial: str) -> None:
 
     # the newest 3 checkpoints kept, as a TorchTrainer's CheckpointConfig(num_to_keep=3) keeps them
     run_trial(cfg, trial, stopper=make_should_stop(cfg), on_report=to_tune, keep_checkpoints=KEEP_CHECKPOINTS)
-
-
-def _trial_log_lines() -> None:
-    """ganray's INFO lines of an in-process trial (the evaluator's set-up, every logged step) on
-    this actor's stderr, as a Ray Train worker writes them: Ray forwards them to the driver,
-    whose console puts them in the sweep's log file (`(ImplicitFunc pid=…) step 20: …`).
-    Once per actor process (Tune reuses actors)."""
-    ganray_log = logging.getLogger("ganray")
-    if any(getattr(h, "ganray_trial", False) for h in ganray_log.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.ganray_trial = True  # type: ignore[attr-defined]
-    ganray_log.addHandler(handler)
-    ganray_log.setLevel(logging.INFO)
-    ganray_log.propagate = False  # once: not again through a handler Ray's worker may have on the root
 
 
 def _progress_callback(cfg: Config, names: list[str]):
