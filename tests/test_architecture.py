@@ -32,7 +32,7 @@ def test_import_contracts_hold():
 @pytest.mark.parametrize("module, upward", [
     ("ganray/config/parse.py", "from ganray import storage"),     # the floor reaches up
     ("ganray/train/loop.py", "import ray.train"),                  # Ray below the adapter
-    ("ganray/sweep.py", "from ganray.cli import main"),            # a sweep imports the CLI
+    ("ganray/sweep/__init__.py", "from ganray.cli import main"),            # a sweep imports the CLI
     ("ganray/report/__init__.py", "import torch"),                 # the report loads torch
 ])
 def test_an_upward_import_breaks_the_contracts(tmp_path, module, upward):

@@ -9,7 +9,7 @@ import pytest
 
 from ganray import sweep
 from ganray.args import job_config
-from ganray.config import load
+from ganray.config import ConfigError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,32 @@ def test_grid_is_the_product_of_the_axes():
     names = [sweep.trial_name(p) for p in points]
     assert len(set(names)) == len(names)
     assert "z10-lrg0.0002-s2" in names
+
+
+def test_variants_are_one_axis_whose_values_set_several_keys():
+    cfg = load(None, ["sweep.z_dim=[2]", "sweep.seeds=[0, 3]",
+                      'sweep.variants=["baseline", "pack2: model.pack=2", "ttur: train.lr_d=4e-4, train.lr_g=1e-4"]'])
+    points = sweep.grid(cfg)
+    names = sweep.trial_names(points)
+    assert names == ["baseline-z2-s0", "baseline-z2-s3", "pack2-z2-s0", "pack2-z2-s3", "ttur-z2-s0", "ttur-z2-s3"]
+    configs = sweep.trial_configs(cfg, points)
+    assert [c.model.pack for c in configs] == [1, 1, 2, 2, 1, 1]
+    assert [(c.train.lr_d, c.train.lr_g) for c in configs][4] == (4e-4, 1e-4)
+    assert configs[0].train.lr_d == 2e-4 and configs[3].experiment.seed == 3
+    assert all(c.sweep.variants == cfg.sweep.variants for c in configs)  # the trials keep the sweep's own setting
+
+
+@pytest.mark.parametrize("variants,message", [
+    ('["pack3: model.pack=3"]', "sweep.variants[0] (pack3): model.pack: 3 does not divide train.batch_size 64"),
+    ('["a: model.widht=1"]', "sweep.variants[0] (a): model.widht: unknown key (did you mean 'width'?)"),
+    ('["a", "a: model.pack=2"]', "sweep.variants[1]: the name 'a' is given twice"),
+    ('["z: model.z_dim=4"]', "sweep.variants[0] (z): sets model.z_dim, which the sweep itself sets"),
+    ('["two words"]', "sweep.variants[0]: 'two words': a variant starts with its name"),
+])
+def test_bad_variants_name_the_entry_and_what_is_wrong(variants, message):
+    with pytest.raises(ConfigError) as e:
+        load(None, [f"sweep.variants={variants}"])
+    assert any(message in x for x in e.value.errors), e.value.errors
 
 
 def test_default_grid_is_the_zdim_experiment():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import math
 import sys
 import time
 from typing import Any
@@ -28,9 +27,10 @@ from ganray import console, storage, tracking
 from ganray.args import RUN_FAILURES, SWEEP_AXES, add_config_args, job_config
 from ganray.artifacts import layout, reader
 from ganray.artifacts.layout import BAD_VERDICTS
-from ganray.config import Config, ConfigError, is_2d
+from ganray.config import Config, ConfigError, parse_variant
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.storage import StorageError
+from ganray.sweep.table import _progress_callback, _trial_label, progress_lines, trial_summaries  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -68,25 +68,50 @@ def make_should_stop(cfg: Config) -> "CollapseStopper | None":
 
 def grid(cfg: Config) -> list[dict[str, Any]]:
     """Every trial's overrides: the product of the non-empty sweep axes."""
-    if not any(getattr(cfg.sweep, f) for f in ("z_dim", "lr_g", "lr_d", "family")) and len(cfg.sweep.seeds) < 2:
+    if not any(getattr(cfg.sweep, f) for f in ("z_dim", "lr_g", "lr_d", "family", "variants")) \
+            and len(cfg.sweep.seeds) < 2:
         raise ConfigError("sweep: empty grid; give values for at least one of sweep.z_dim, sweep.lr_g, "
-                          "sweep.lr_d, sweep.family (or two or more sweep.seeds)")
+                          "sweep.lr_d, sweep.family, sweep.variants (or two or more sweep.seeds)")
     axes = []
+    if cfg.sweep.variants:  # first, so that trial names start with the variant
+        axes.append([((VARIANT,), parse_variant(text)) for text in cfg.sweep.variants])
     for field, key in SWEEP_AXES:
         values = getattr(cfg.sweep, field)
         if values:
             axes.append([(key, v) for v in values])
-    points = [dict(p) for p in itertools.product(*axes)] if axes else [{}]
+    points = [_point(p) for p in itertools.product(*axes)] if axes else [{}]
     for p in points:  # fail now, not in a worker: every point must make a valid config
-        cfg.replace(**p)
+        cfg.replace(**overrides_of(p))
     return points
+
+
+VARIANT = "variant"  # a point's key for its sweep.variants name (its overrides are the point's other keys)
+VARIANT_KEYS = "variant_keys"  # ... and the keys the variant set (not part of the trial's name)
+
+
+def _point(items: tuple) -> dict[str, Any]:
+    """One grid point's overrides from the product of the axes; a variant adds its name and its keys."""
+    point: dict[str, Any] = {}
+    for key, value in items:
+        if key == (VARIANT,):
+            name, over = value
+            point[VARIANT], point[VARIANT_KEYS] = name, tuple(over)
+            point.update(over)
+        else:
+            point[key] = value
+    return point
+
+
+def overrides_of(point: dict[str, Any]) -> dict[str, Any]:
+    """The config keys a grid point sets (its variant's name is not one)."""
+    return {k: v for k, v in point.items() if k not in (VARIANT, VARIANT_KEYS)}
 
 
 def trial_configs(cfg: Config, points: list[dict[str, Any]]) -> list[Config]:
     """Each point's config, built (and so validated) here in the driver; Tune hands the objects
     themselves (they pickle) to the trials. Keys left to the family stay unset in `replace`, so a
     sweep.family point gets that family's settings."""
-    return [cfg.replace(**p) for p in points]
+    return [cfg.replace(**overrides_of(p)) for p in points]
 
 
 def trial_names(points: list[dict[str, Any]]) -> list[str]:
@@ -97,9 +122,9 @@ def trial_names(points: list[dict[str, Any]]) -> list[str]:
 
 
 def trial_name(overrides: dict[str, Any]) -> str:
-    parts = []
+    parts = [overrides[VARIANT]] if VARIANT in overrides else []
     for _field, key in SWEEP_AXES:
-        if key in overrides:
+        if key in overrides and key not in overrides.get(VARIANT_KEYS, ()):
             v = overrides[key]
             parts.append(f"{SHORT[key]}{v:g}" if isinstance(v, float) else f"{SHORT[key]}{v}")
     return "-".join(parts) or "default"
@@ -172,96 +197,6 @@ def _run_in_process(cfg: Config, trial: str) -> None:
 
     # the newest 3 checkpoints kept, as a TorchTrainer's CheckpointConfig(num_to_keep=3) keeps them
     run_trial(cfg, trial, stopper=make_should_stop(cfg), on_report=to_tune, keep_checkpoints=KEEP_CHECKPOINTS)
-
-
-def _progress_callback(cfg: Config, names: list[str]):
-    """The live trial table (ganray.console): a Tune callback, created here so that Ray is
-    imported only when a sweep runs."""
-    from ray.tune import Callback  # Ray:
-
-    two_d = is_2d(cfg.data.dataset)
-    steps = cfg.train.steps
-
-    class ProgressTable(Callback):
-        """One row per trial: its state, last reported step, evidence and verdict. It holds no
-        file handle (Tune pickles callbacks with the run); the console is looked up per call."""
-
-        def __init__(self):
-            self.last: dict[str, dict] = {}
-            self.verdicts: dict[str, str] = {}
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            name = _trial_label(trial)
-            self.last[name] = {**self.last.get(name, {}), **result}
-            verdict = result.get("verdict")
-            changed = verdict is not None and verdict != self.verdicts.get(name)
-            if verdict is not None:
-                self.verdicts[name] = verdict
-            self.show(trials, changed)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.show(trials, True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            con = console.current()
-            if con is not None:
-                first = str(getattr(trial, "error_msg", None) or "see the log").strip().splitlines()
-                con.line(f"trial {_trial_label(trial)} failed: {first[-1] if first else 'see the log'}")
-            self.show(trials, True)
-
-        def on_experiment_end(self, trials, **info):
-            self.show(trials, True, final=True)
-
-        def show(self, trials, changed: bool, final: bool = False) -> None:
-            con = console.current()
-            if con is not None:
-                con.table(self.lines(trials, con.elapsed()), changed=changed, final=final)
-
-        def lines(self, trials, elapsed: str) -> list[str]:
-            status = {_trial_label(t): t.status for t in trials}
-            return progress_lines([(n, status.get(n, "PENDING"), self.last.get(n, {})) for n in names],
-                                  steps, two_d, elapsed)
-
-    return ProgressTable()
-
-
-# (header, result key, width, format); columns are two spaces apart
-TABLE_COLS = (("step", "step", 5, "d"), ("classes", "classes_covered", 7, "d"), ("KL", "kl_uniform", 6, ".3f"),
-              ("FCD", "fcd", 7, ".1f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
-TABLE_COLS_2D = (("step", "step", 5, "d"), ("modes", "modes_covered", 5, "d"), ("rev.KL", "reverse_kl", 6, ".3f"),
-                 ("HQ", "hq_share", 5, ".2f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
-_STATE = {"PENDING": "pending", "RUNNING": "running", "TERMINATED": "done", "ERROR": "FAILED", "PAUSED": "paused"}
-
-
-def _cell(v, fmt: str) -> str:
-    if not isinstance(v, (int, float)) or isinstance(v, bool):
-        return "-" if v is None else str(v)
-    if not math.isfinite(v):
-        return str(v)  # nan, inf: a callback must never raise (it would fail the sweep)
-    return f"{int(v):d}" if fmt == "d" else format(v, fmt)
-
-
-def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, elapsed: str) -> list[str]:
-    """The trial table: a status line, a header, one line per (trial, Tune status, last result)."""
-    cols = TABLE_COLS_2D if two_d else TABLE_COLS
-    states = [_STATE.get(status, status.lower()) for _, status, _ in rows]
-    for i, (_, _, r) in enumerate(rows):
-        step = r.get("step", steps)
-        if states[i] == "done" and isinstance(step, (int, float)) and math.isfinite(step) and step < steps:
-            states[i] = "stopped"  # before train.steps: by the collapse stopper (or ASHA)
-    counts = ", ".join(f"{states.count(k)} {k}" for k in ("running", "pending", "done", "stopped", "FAILED")
-                       if states.count(k))
-    width = max([len("trial")] + [len(n) for n, _, _ in rows])
-    out = [f"[{elapsed}] {len(rows)} trials: {counts}",
-           f"  {'trial':<{width}}  {'state':<7}" + "".join(f"  {h:>{w}}" for h, _, w, _ in cols) + "  verdict"]
-    for (name, _, r), state in zip(rows, states):
-        vals = "".join(f"  {_cell(r.get(k), f):>{w}}" for _, k, w, f in cols)
-        out.append(f"  {name:<{width}}  {state:<7}{vals}  {r.get('verdict', '-')}")
-    return out
-
-
-def _trial_label(trial) -> str:
-    return trial.config["point"]["trial"]
 
 
 def _fmt(v) -> str:
@@ -375,24 +310,6 @@ def _check_same_sweep(cfg: Config, exp_uri: str) -> None:
         raise ConfigError(f"experiment.name: {exp_uri} already holds the sweep {cfg.experiment.name!r} with another "
                           f"config ({shown}); re-running it would resume that sweep and keep its finished trials. "
                           "Give another name (--set experiment.name=NAME), another --storage, or delete the folder")
-
-
-def trial_summaries(exp_uri: str, names: list[str]) -> list[str]:
-    """One line per trial from its verdict.json (the run's last word): verdict, step, first reason."""
-    width = max(len(n) for n in names)
-    out = []
-    for name in names:
-        v = reader.read_verdict(layout.trial_paths(exp_uri, name).trial)
-        if v is None:
-            out.append(f"  {name:<{width}}  no verdict (the trial wrote none; see the log)")
-            continue
-        step, first = v.get("step"), v.get("first_seen_step")
-        when = f"step {step}" + (f" (since {first})" if first not in (None, step) else "")
-        early = ", stopped early" if v.get("stopped_early") else ""  # the collapse stopper's own mark
-        reasons = v.get("reasons") or []
-        line = f"  {name:<{width}}  {v['verdict']:<16} {when}{early}"
-        out.append(f"{line}: {reasons[0]}" if reasons else line)
-    return out
 
 
 def _concurrency(cfg: Config, n_trials: int) -> int:
