@@ -123,8 +123,8 @@ def _cross_checks(cfg: Config) -> list[str]:
     two_d = is_2d(cfg.data.dataset)
     if two_d and cfg.model.arch == "dcgan":
         errs.append(f"model.arch: dcgan needs image data; data.dataset {cfg.data.dataset!r} is 2D (use mlp or auto)")
-    if not two_d and cfg.model.arch == "mlp":
-        errs.append(f"model.arch: mlp is for 2D data; data.dataset {cfg.data.dataset!r} is images (use dcgan or auto)")
+    if not two_d and cfg.model.arch in ("mlp", "pacgan-mlp"):
+        errs.append(f"model.arch: {cfg.model.arch} is for 2D data; data.dataset {cfg.data.dataset!r} is images (use dcgan or auto)")
     if two_d and cfg.train.family in ("began", "vae"):
         errs.append(f"train.family: {cfg.train.family} needs image data (data.dataset is {cfg.data.dataset!r})")
     for i, fam in enumerate(cfg.sweep.family):

@@ -13,7 +13,7 @@ from ganray.config.parse import ConfigError
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25")
 TWO_D_DATASETS = ("ring8", "grid25")  # the 2-D mixtures (points, not images): the one list of them
 FAMILIES = ("gan", "wgan-gp", "began", "vae")
-ARCHS = ("auto", "dcgan", "mlp")
+ARCHS = ("auto", "dcgan", "mlp", "pacgan-mlp")  # pacgan-mlp: the PacGAN authors' 2-D nets (ganray.models.mlp)
 D_UPDATES = ("joint", "fake_then_real")  # train.d_updates (ganray.families.gan)
 ADAM_IMPLS = ("default", "for-loop", "foreach", "fused")  # speed.adam; ganray.families maps them to torch's flags
 # Each family's published optimiser settings, applied to every train key the config leaves unset
@@ -52,6 +52,7 @@ def _f(default, *, ge=None, gt=None, le=None, choices=None, doc=""):
 class ExperimentConfig:
     name: str = _f("zdim-mnist-local", doc="experiment folder under the storage URI")
     seed: int = _f(0, ge=0, doc="base seed; a worker uses seed * world_size + rank")
+    variant: str = _f("", doc="the sweep.variants name this trial runs (set by the sweep; '' = none)")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = _f("auto", choices=ARCHS, doc="auto = dcgan for images, mlp for 2D data")
+    arch: str = _f("auto", choices=ARCHS, doc="auto = dcgan for images, mlp for 2D data; pacgan-mlp = the PacGAN "
+                                             "authors' 2D nets (G 4x400 BatchNorm-ReLU, D 3x200 maxout of 5)")
     z_dim: int = _f(10, ge=1, le=65536, doc="size of the latent z that G maps to a sample")
     width: float = _f(0.25, gt=0, le=16, doc="channel multiplier; 1.0 = the classic Keras MNIST DCGAN")
     g_ema: bool = _f(False, doc="keep an exponential moving average of G (G_ema)")

@@ -111,7 +111,8 @@ def trial_configs(cfg: Config, points: list[dict[str, Any]]) -> list[Config]:
     """Each point's config, built (and so validated) here in the driver; Tune hands the objects
     themselves (they pickle) to the trials. Keys left to the family stay unset in `replace`, so a
     sweep.family point gets that family's settings."""
-    return [cfg.replace(**overrides_of(p)) for p in points]
+    return [cfg.replace(**overrides_of(p), **({"experiment.variant": p[VARIANT]} if VARIANT in p else {}))
+            for p in points]
 
 
 def trial_names(points: list[dict[str, Any]]) -> list[str]:
