@@ -17,6 +17,12 @@ first that applies):
   healthy           none of the above
 Advisory reasons (no verdict of their own): fixed-z flip rate, flat losses or D accuracy,
 BEGAN's M_global rising.
+
+Margins: each rule above compares one statistic with one threshold (`Rule`). The verdict's
+deciding rule (a healthy verdict: the rule nearest to flipping it) comes with an interval for its
+statistic at eval.interval_level (ganray/metrics/intervals.py) in the result's `margin`; when the
+interval straddles the threshold the deciding reason says "borderline". The point estimate alone
+decides the verdict.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from ganray.metrics.classifier import classifier_key
 from ganray.metrics.classifier.store import reference_classifier
 from ganray.metrics.inception import InceptionScorer
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
+from ganray.metrics.intervals import Evidence
 from ganray.metrics.mixture_coverage import HQ_SIGMAS
 from ganray.metrics.prdc import expected_coverage
 
@@ -57,6 +64,7 @@ class EvalResult:
     reasons: list[str]  # quote the numbers
     first_seen_step: int | None  # step at which the current non-healthy verdict was first seen
     counts: dict[str, Any] | None = None  # the class (or mode) histogram behind the numbers, for the record
+    margin: dict[str, Any] | None = None  # the deciding statistic, its threshold and interval (`margin_of`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,14 +82,39 @@ class Setting:
     prdc_k: int = 5
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One comparison of the verdict: the finding holds when `value op threshold`."""
+
+    statistic: str  # the metric key: classes_covered, kl_uniform, duplicate_share, ...
+    value: float  # the point estimate the rule compares (KL: less its small-sample bias)
+    threshold: float
+    op: str  # "<" | "<=" | ">" | ">="
+    text: str  # the rule in words: "partial_collapse above 0.1 nats ..."
+
+    def fires(self, x: float) -> bool:
+        t = self.threshold
+        return {"<": x < t, "<=": x <= t, ">": x > t, ">=": x >= t}[self.op]
+
+
 @dataclass
 class _Findings:
-    items: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, verdict, reason)
+    # (rank, verdict, reason, rules): the rule that fired, then the next verdict's on the same statistic
+    items: list[tuple[int, str, str, tuple[Rule, ...]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # advisory
+    unfired: list[Rule] = field(default_factory=list)  # rules checked that did not fire
 
-    def add(self, key: str, reason: str) -> None:
+    def add(self, key: str, reason: str, *rules: Rule) -> None:
         verdict = "collapsed" if key == "collapsed_copies" else key
-        self.items.append((_RANK[key], verdict, reason))
+        self.items.append((_RANK[key], verdict, reason, rules))
+
+
+@dataclass(frozen=True)
+class Assessment:
+    verdict: str
+    reasons: list[str]
+    deciding: tuple[Rule, ...]  # the rule behind the verdict, then the severer one it could flip to (): healthy, diverged
+    unfired: list[Rule]  # the rules checked that did not fire: a healthy verdict's margin is one of them
 
 
 def _n(x: float) -> str:
@@ -113,17 +146,25 @@ def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> 
         text = f"{_n(covered)} of {_n(K)} {what} covered by {_n(s.n)} samples (a uniform sample covers {expected:,.0f})"
     kl = m.get(kl_key)
     # Miller–Madow: E[KL(p̂‖U)] ≈ KL(p‖U) + (K − 1)/(2n) for a histogram of n samples
-    kl_excess = kl - (K - 1) / (2 * s.n) if kl is not None else None
+    bias = (K - 1) / (2 * s.n)
+    kl_excess = kl - bias if kl is not None else None
     if kl is not None:
         text += f"; KL to uniform {kl:.2f} nats"
+    of = f"the {expected:,.4g} {what} a uniform sample of {_n(s.n)} covers"
+    collapsed = Rule(key, covered, th.coverage_collapsed * expected, "<=",
+                     f"collapsed at or below {th.coverage_collapsed:g} × {of}")
+    partial = Rule(key, covered, th.coverage_partial * expected, "<", f"partial_collapse below {th.coverage_partial:g} × {of}")
+    kl_rule = (Rule(kl_key, kl_excess, th.kl_partial, ">", f"partial_collapse above {th.kl_partial:g} nats of KL to "
+                    f"uniform less its (K − 1)/2n = {bias:.3g} small-sample bias") if kl is not None else None)
     if ratio <= th.coverage_collapsed:
-        f.add("collapsed", text)
+        f.add("collapsed", text, collapsed)
     elif ratio < th.coverage_partial:
-        f.add("partial_collapse", text)
+        f.add("partial_collapse", text, partial, collapsed)  # flips to healthy above, to collapsed below
     elif kl_excess is not None and kl_excess > th.kl_partial:
-        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {(K - 1) / (2 * s.n):.3f} small-sample bias)")
+        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {bias:.3f} small-sample bias)", kl_rule)
     else:
         f.notes.append(text)
+        f.unfired += [partial] + ([kl_rule] if kl_rule is not None else [])
 
 
 def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
@@ -132,26 +173,47 @@ def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
     dup, spread = m["duplicate_share"], m.get("spread_ratio", float("nan"))
     text = (f"{dup:.0%} of {_n(min(n, 1000))} samples are near-copies of another sample (real data: 1%); "
             f"their spread is {spread:.2f}x the real data's")
+    of = f"near-copies among {_n(min(n, 1000))} samples"
+    partial = Rule("duplicate_share", dup, th.duplicate_partial, ">=", f"partial_collapse at or above "
+                   f"{th.duplicate_partial:.0%} {of}")
+    collapsed = Rule("duplicate_share", dup, th.duplicate_collapsed, ">=",
+                     f"collapsed at or above {th.duplicate_collapsed:.0%} {of}")
     if dup >= th.duplicate_collapsed:
-        f.add("collapsed_copies", text)
+        f.add("collapsed_copies", text, collapsed)
     elif dup >= th.duplicate_partial:
-        f.add("partial_collapse", text)
+        f.add("partial_collapse", text, partial, collapsed)
+    else:
+        f.unfired.append(partial)
 
 
 def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
     if s.kind == POINTS:
-        if "hq_share" in m and m["hq_share"] < th.hq_garbage:
-            f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
-                             f"(a perfect generator: {HQ_PROBABILITY:.1%})")
+        if "hq_share" in m:
+            rule = Rule("hq_share", m["hq_share"], th.hq_garbage, "<",
+                        f"garbage below {th.hq_garbage:.0%} of samples within {HQ_SIGMAS:g} sigma of a mode")
+            if rule.fires(rule.value):
+                f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
+                                 f"(a perfect generator: {HQ_PROBABILITY:.1%})", rule)
+            else:
+                f.unfired.append(rule)
         return
     if "near_real_share" in m:
-        if m["near_real_share"] < th.near_real_garbage:
+        rule = Rule("near_real_share", m["near_real_share"], th.near_real_garbage, "<",
+                    f"garbage below {th.near_real_garbage:.0%} of samples as near the real features as real ones are")
+        if rule.fires(rule.value):
             text = (f"only {m['near_real_share']:.0%} of samples lie as near the real data (classifier features) "
                     "as 95% of real samples do")
             extra = [f"{k} {m[k]:.{p}f}" for k, p in (("fcd", 1), ("density", 2)) if k in m]
-            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""))
-    elif "mean_confidence" in m and m["mean_confidence"] < th.confidence_garbage:
-        f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}")
+            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""), rule)
+        else:
+            f.unfired.append(rule)
+    elif "mean_confidence" in m:
+        rule = Rule("mean_confidence", m["mean_confidence"], th.confidence_garbage, "<",
+                    f"garbage below a mean classifier confidence of {th.confidence_garbage:g}")
+        if rule.fires(rule.value):
+            f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}", rule)
+        else:
+            f.unfired.append(rule)
 
 
 def _prdc_note(m: dict[str, float], s: Setting, f: _Findings) -> None:
@@ -176,6 +238,12 @@ def _advisory(m: dict[str, float], th: EvalConfig, f: _Findings) -> None:
 
 def judge(m: dict[str, float], s: Setting, th: EvalConfig) -> tuple[str, list[str]]:
     """(verdict, reasons) from a flat metrics dict."""
+    a = assess(m, s, th)
+    return a.verdict, a.reasons
+
+
+def assess(m: dict[str, float], s: Setting, th: EvalConfig) -> Assessment:
+    """The verdict, its reasons, the rule that decided it and the rules that did not fire."""
     f = _Findings()
     if m.get("nonfinite_stats", 0.0) > 0:
         f.add("diverged", f"{int(m['nonfinite_stats'])} logged training entries hold NaN or inf")
@@ -185,9 +253,67 @@ def judge(m: dict[str, float], s: Setting, th: EvalConfig) -> tuple[str, list[st
     _prdc_note(m, s, f)
     _advisory(m, th, f)
     if not f.items:
-        return "healthy", f.notes
+        return Assessment("healthy", f.notes, (), f.unfired)
     f.items.sort(key=lambda t: t[0])
-    return f.items[0][1], [r for _, _, r in f.items] + f.notes
+    return Assessment(f.items[0][1], [r for _, _, r, _ in f.items] + f.notes, f.items[0][3], f.unfired)
+
+
+def _num(x: float, digits: int = 3) -> str:
+    """A statistic or bound as a reason quotes it: 3 significant digits (9, 9.5, 0.0812, 822)."""
+    return f"{x:,.0f}" if abs(x) >= 10**digits else f"{x:.{digits}g}"
+
+
+def format_margin(margin: dict[str, Any]) -> str:
+    """One line for a margin payload: "margin: kl_uniform 0.1003, threshold 0.1, 95% interval
+    0.0782–0.12 (bootstrap (200 resamples)); BORDERLINE; partial_collapse above ..." (BORDERLINE when so)."""
+    text = (f"margin: {margin['statistic']} {_num(margin['value'], 4)}, threshold {_num(margin['threshold'], 4)}, "
+            f"{margin['level'] * 100:g}% interval {_num(margin['low'])}–{_num(margin['high'])} ({margin['method']})")
+    return text + ("; BORDERLINE" if margin["borderline"] else "") + f"; {margin['rule']}"
+
+
+def _straddles(rule: Rule, low: float, high: float) -> bool:
+    """Whether [low, high] holds values that fire the rule and values that do not."""
+    return (rule.fires(low) or rule.fires(high)) and not (rule.fires(low) and rule.fires(high))
+
+
+def _nearness(rule: Rule, low: float, high: float) -> tuple[bool, float, float]:
+    """Sort key of "nearest to flipping": straddling first, then the gap to the threshold in units
+    of the interval's half-width on the threshold's side, then the gap relative to the threshold."""
+    gap = rule.threshold - rule.value
+    half = high - rule.value if gap > 0 else rule.value - low
+    scaled = abs(gap) / half if half > 0 else math.inf
+    return not _straddles(rule, low, high), scaled, abs(gap) / max(abs(rule.threshold), 1e-12)
+
+
+def margin_of(a: Assessment, evidence: Evidence) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the margin payload, the reasons with "borderline" where the interval straddles the threshold).
+
+    The margin is that of the rule nearest to flipping the verdict (`_nearness`): among the deciding
+    rule and the severer one on its statistic (partial_collapse by coverage: healthy above 0.95 ×,
+    collapsed at 0.5 ×), or, for a healthy verdict, among the rules that did not fire. None for
+    diverged, or when no interval can be computed."""
+    rules = a.deciding or ([] if a.verdict == "diverged" else a.unfired)
+    scored = []
+    for rule in rules:
+        iv = evidence.interval(rule.statistic, rule.value)
+        if iv is not None and all(math.isfinite(v) for v in (rule.value, rule.threshold, iv.low, iv.high)):
+            scored.append((_nearness(rule, iv.low, iv.high), rule, iv))
+    if not scored:
+        return None, list(a.reasons)
+    _, rule, iv = min(scored, key=lambda t: t[0])
+    borderline = _straddles(rule, iv.low, iv.high)
+    margin = {"statistic": rule.statistic, "value": float(rule.value), "threshold": float(rule.threshold),
+              "low": float(iv.low), "high": float(iv.high), "level": float(evidence.level), "method": iv.method,
+              "borderline": borderline, "rule": rule.text}
+    reasons = list(a.reasons)
+    if borderline:
+        clause = (f"borderline: {evidence.level * 100:g}% interval {_num(iv.low)}–{_num(iv.high)} "
+                  f"straddles {_num(rule.threshold)}")
+        if a.deciding:
+            reasons[0] += f" ({clause})"
+        else:  # healthy, but the nearest rule could flip it
+            reasons.insert(0, f"{rule.statistic} {_num(rule.value)}: {clause} ({rule.text})")
+    return margin, reasons
 
 
 class Evaluator:
@@ -267,12 +393,16 @@ class Evaluator:
         metrics: dict[str, float] = {}
         for metric in self.metrics:
             metrics.update(metric.fn(inp))
-        verdict, reasons = judge(metrics, self.setting(x.shape[0]), self.th)
+        a = assess(metrics, self.setting(x.shape[0]), self.th)
+        # the intervals: bootstrap resamples seeded by (experiment seed, step), so a rerun quotes the same
+        evidence = Evidence.of(inp, level=self.th.interval_level, resamples=self.th.bootstrap,
+                               seed=self.cfg.experiment.seed, step=step)
+        margin, reasons = margin_of(a, evidence)
         counts = inp.shared.get("counts")
         if counts is not None:
             counts = {"labeller": self.labeller, **counts, "step": int(step)}
         log.debug("evaluation at step %d took %.2f s", step, time.time() - t0)
-        return EvalResult(metrics, verdict, reasons, self._track(verdict, step), counts)
+        return EvalResult(metrics, a.verdict, reasons, self._track(a.verdict, step), counts, margin)
 
     def inception_metrics(self, samples: Tensor) -> dict[str, float]:
         """FID, KID and IS of `samples` in Inception features; {} unless eval.inception."""

@@ -5,7 +5,8 @@
     ganray eval <storage>/<experiment>/trials/<trial>  the trial's newest checkpoint (read from its record)
 
 Also `python -m ganray.evaluate ...`. `--json` prints one object:
-{"dataset", "n", "metrics": {...}, "verdict", "reasons": [...]}. `--inception` adds fid, kid_inception,
+{"dataset", "n", "metrics": {...}, "verdict", "reasons": [...], "margin": {...}} (margin: the deciding
+statistic, its threshold and interval, docs/metrics.md "Margins"; null when diverged). `--inception` adds fid, kid_inception,
 inception_score (and their std) to the metrics (RGB datasets; ganray/metrics/inception.py).
 Exit codes (ganray.exits): 0 done (whatever the verdict), 2 bad input (missing or malformed file,
 wrong shape or value range, unknown dataset, unreadable checkpoint), 1 failure while evaluating
@@ -135,7 +136,7 @@ def evaluate_array(x: torch.Tensor, cfg: Config, real=None) -> dict[str, Any]:
         res.metrics.update(evaluator.inception_metrics(x))
     metrics = {k: (v if math.isfinite(v) else None) for k, v in res.metrics.items()}  # JSON has no NaN
     return {"dataset": cfg.data.dataset, "n": int(x.shape[0]), "metrics": metrics, "verdict": res.verdict,
-            "reasons": res.reasons}
+            "reasons": res.reasons, "margin": res.margin}
 
 
 def eval_samples(args: argparse.Namespace) -> dict[str, Any]:
@@ -186,6 +187,10 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
 def format_text(payload: dict[str, Any]) -> str:
     lines = [f"{payload['dataset']}: {payload['n']:,} samples -> {payload['verdict']}"]
     lines += [f"  - {r}" for r in payload["reasons"]]
+    if payload.get("margin"):
+        from ganray.collapse import format_margin  # noqa: PLC0415 (torch: loaded by the evaluation already)
+
+        lines.append(f"  {format_margin(payload['margin'])}")
     width = max((len(k) for k in payload["metrics"]), default=0)
     for k, v in payload["metrics"].items():
         lines.append(f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")

@@ -117,4 +117,6 @@ def test_trial_summaries_come_from_the_verdict_files(tmp_path):
         "of another sample",
         "  z10-s0  healthy          step 600: 10 of 10 classes hold 100% of 2,000 samples",
         "  z50-s0  no verdict (the trial wrote none; see the log)",
+        "  One seed per grid point: agreement across seeds cannot be judged, and one seed cannot tell a settled "
+        "verdict from luck (--set sweep.seeds=[0,1,2] runs three).",
     ]

@@ -38,7 +38,7 @@ def test_samples_file_of_real_digits_is_healthy(tmp_path, held_out, capsys):
     path = tmp_path / "real.npy"
     np.save(path, held_out.x.numpy())
     payload = run_json([str(path), "--dataset", "mnist5k"], capsys)
-    assert set(payload) == {"dataset", "n", "metrics", "verdict", "reasons"}
+    assert set(payload) == {"dataset", "n", "metrics", "verdict", "reasons", "margin"}
     assert payload["dataset"] == "mnist5k" and payload["n"] == 500 and payload["verdict"] == "healthy"
     assert payload["metrics"]["classes_covered"] == 10 and payload["metrics"]["kl_uniform"] < 0.05
     assert {"fcd", "precision", "recall", "density", "coverage", "near_real_share"} <= set(payload["metrics"])

@@ -392,7 +392,7 @@ def test_parameters_come_from_the_trials_config_not_its_name(tmp_path):
     _write(t / "config.yaml", cfg.replace(**{"model.z_dim": 3, "train.lr_g": 1e-3, "experiment.seed": 4}).to_yaml())
     _write(t / layout.metrics_segment(0), _jsonl([{"step": 10, "time": 1.0, "loss_D": 0.5}]))
     (trial,) = model.load_experiment(str(exp)).trials
-    assert trial.params == {"z_dim": 3, "lr_g": 1e-3, "lr_d": 2e-4, "family": "gan", "seed": 4}
+    assert trial.params == {"z_dim": 3, "lr_g": 1e-3, "lr_d": 2e-4, "family": "gan", "variant": "", "seed": 4}
     assert trial.total_steps == 400
 
 

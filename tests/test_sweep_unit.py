@@ -169,7 +169,7 @@ def test_sweep_lr_keeps_its_grid_over_a_config_that_sets_none(tmp_path, monkeypa
     cfg, note = _resolve(job, ["--config", zdim, "--storage", str(tmp_path)])
     assert cfg.experiment.name == "zdim-mnist" and cfg.data.dataset == "mnist" and cfg.model.z_dim == 100
     assert (cfg.sweep.lr_g, cfg.sweep.lr_d, cfg.sweep.z_dim) == (LR_GRID, LR_GRID, ())
-    assert len(sweep.grid(cfg)) == 9
+    assert len(sweep.grid(cfg)) == 27  # 3 lr_g x 3 lr_d x the preset's 3 seeds
     assert note == (f"{zdim} sets no sweep.lr_g or sweep.lr_d: sweeping this job's grid "
                     "(sweep.lr_g 5e-05, 0.0002, 0.0008; sweep.lr_d 5e-05, 0.0002, 0.0008)")
     # a config (or --set) with a learning-rate grid of its own: that grid runs, and the line says why

@@ -341,3 +341,7 @@ def test_hparams_columns_follow_the_config():
     assert {h.name: h for h in local.hparams}["z_dim"].domain == ()
     fam = {h.name: h for h in hparams.hparams_table(load(None, ["sweep.family=[gan,wgan-gp]"])).hparams}
     assert fam["lr_g"].differs and fam["family"].domain == ("gan", "wgan-gp") and not fam["seed"].differs
+    assert "variant" not in fam  # no sweep.variants: no variant column
+    var = load(None, ['sweep.variants=["baseline", "sn: model.spectral_norm=true"]', "experiment.variant=sn"])
+    col = {h.name: h for h in hparams.hparams_table(var).hparams}["variant"]
+    assert (col.key, col.value, col.domain, col.differs) == ("experiment.variant", "sn", ("baseline", "sn"), True)

@@ -31,7 +31,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from ganray.artifacts.events import event
 from ganray.artifacts.layout import VERDICT_CODES, VERDICT_LEGEND
-from ganray.config import FAMILY_KEYS, SWEEP_AXES, Config, is_2d
+from ganray.config import FAMILY_KEYS, SWEEP_AXES, Config, is_2d, parse_variant
 
 # The plugin's names (tensorboard.plugins.hparams.metadata, which imports more than these need)
 PLUGIN_NAME = "hparams"
@@ -87,6 +87,11 @@ def hparams_table(cfg: Config) -> HParamsTable:
         domain = tuple(sorted(set(values))) if value in values else ()
         differs = len(set(values)) > 1 or (section == "train" and name in FAMILY_KEYS and families_swept)
         cols.append(HParam(name, key, field, value, domain, differs))
+    if sweep.variants:  # sweep.variants: one column of the variant names (each sets several keys)
+        names = tuple(sorted(parse_variant(v)[0] for v in sweep.variants))
+        variant = cfg.experiment.variant
+        cols.append(HParam("variant", "experiment.variant", "variants", variant,
+                           names if variant in names else (), len(names) > 1))
     metrics = (POINT_METRICS if is_2d(cfg.data.dataset) else IMAGE_METRICS) + (
         (VERDICT_CODE_TAG, "verdict code", VERDICT_CODE_DESCRIPTION),)
     return HParamsTable(cfg.experiment.name, tuple(cols), metrics)

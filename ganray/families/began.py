@@ -7,6 +7,9 @@ equilibrium term k_t (k_0 = 0), updated once per D step from that step's L(x) an
 
 Under torch.distributed (world size > 1) L(x) and L(G(z)) are averaged over the workers before
 the update, so every worker holds the same k_t (the workers see different data shards).
+
+With model.pack m the autoencoder encodes packs of m examples stacked along channels and returns
+each example's reconstruction (ganray.models.remedies.Packed), so L(v) is per example as without.
 """
 from __future__ import annotations
 

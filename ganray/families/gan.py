@@ -38,9 +38,10 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
     opt_D.zero_grad(set_to_none=True)
     with torch.no_grad():
         fake = G(z)  # [N, *shape]
-    n = real.shape[0]
-    logits = widen(D(torch.cat([real, fake])))  # [2N]: one forward, one backward (one DDP all-reduce)
-    logit_real, logit_fake = logits[:n], logits[n:]
+    # [2N/m]: one forward, one backward (one DDP all-reduce); one logit per pack of m = model.pack
+    # examples (m = 1: per example), the first N/m of real packs, the rest of fake ones
+    logits = widen(D(torch.cat([real, fake])))
+    logit_real, logit_fake = logits.chunk(2)
     # D maximises log D(x) + log(1 - D(G(z))), i.e. minimises
     # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0) = -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
     loss_D = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
@@ -57,7 +58,7 @@ def d_step_fake_then_real(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimiz
     fake = predict(G, z)  # [N, *shape]
     # (1) the fake batch: D minimises BCE(D(G(z)), 0) = -log(1 - sigmoid(D(G(z))))
     opt_D.zero_grad(set_to_none=True)
-    logit_fake = widen(D(fake))  # [N]
+    logit_fake = widen(D(fake))  # [N] ([N/m] with model.pack m)
     loss_fake = F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
     loss_fake.backward()
     opt_D.step()
@@ -84,7 +85,8 @@ def predict(G: nn.Module, z: Tensor) -> Tensor:
 
 
 def d_stats(loss_D: Tensor, logit_real: Tensor, logit_fake: Tensor) -> Stats:
-    """The D step's stats from its loss and the logits of real [N] and fake [N] examples."""
+    """The D step's stats from its loss and the logits of real [N] and fake [N] examples (of packs
+    with model.pack: [N/m] each)."""
     logit_real, logit_fake = logit_real.detach(), logit_fake.detach()
     return {
         "loss_D": loss_D.detach(),

@@ -8,7 +8,8 @@ The critic is deterministic and per-example: no BatchNorm (the paper's choice) a
 (ganray.models builds the DCGAN critic without the GAN discriminator's Dropouts). D(x_i) then
 depends on x_i and the weights alone, which the penalty needs (it constrains the gradient of
 the critic that G is trained against, not of a random thinned copy) and which makes DDP's step
-the single-process step on the global batch (tests/test_ddp_gp.py).
+the single-process step on the global batch (tests/test_ddp_gp.py). With model.pack m the critic
+judges packs of m examples: one interpolation weight per pack, the penalty per pack's input.
 """
 from __future__ import annotations
 
@@ -24,26 +25,36 @@ from ganray.families import (
     frozen,
     no_state,
     register_family,
+    unwrap,
     widen,
 )
 
 
-def interpolate(real: Tensor, fake: Tensor, eps: Tensor | None = None) -> Tensor:
-    """x_hat = eps * x + (1 - eps) * G(z), eps ~ U[0, 1] per example; returned with requires_grad."""
+def interpolate(real: Tensor, fake: Tensor, eps: Tensor | None = None, pack: int = 1) -> Tensor:
+    """x_hat = eps * x + (1 - eps) * G(z), eps ~ U[0, 1] per pack of `pack` consecutive examples
+    (model.pack; 1: per example), so a packed x_hat lies on the line between a real and a fake
+    pack; returned with requires_grad."""
     if eps is None:
-        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        eps = torch.rand(real.shape[0] // pack, *([1] * (real.dim() - 1)), device=real.device, dtype=real.dtype)
+        eps = eps.repeat_interleave(pack, dim=0) if pack > 1 else eps  # [N, 1, ...]
     return (eps * real + (1 - eps) * fake).detach().requires_grad_(True)  # [N, *shape]
 
 
 def gradient_penalty(critic_hat: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
-    """(gp, grad_norm) from critic values D(x_hat) [N] and the x_hat [N, *shape] they came from.
+    """(gp, grad_norm) from critic values D(x_hat) [P] and the x_hat [N, *shape] they came from:
+    P = N / m values for packs of m = model.pack consecutive examples (m = 1: P = N).
 
-    gp = E[(||∇_x D(x_hat)||_2 - 1)^2]; grad_norm = ||∇_x D(x_hat)||_2 per example [N].
+    gp = E[(||∇_x D(x_hat)||_2 - 1)^2] over the P critic inputs; grad_norm = ||∇_x D(x_hat)||_2 per
+    input [P]. A pack's input is its m examples stacked, so its gradient is theirs stacked and its
+    norm is that of the m examples' gradients together: rows of grad reshaped to [P, m * |x|].
     create_graph=True keeps the graph so gp can be differentiated w.r.t. D's parameters.
     """
-    # Each D(x_hat_i) depends only on x_hat_i, so the gradient of the sum gives every per-example gradient.
+    # Each D(x_hat_p) depends only on pack p's examples, so the gradient of the sum gives every
+    # pack's gradient. (With model.minibatch_std it also depends on the pack's group through the
+    # group's std; the gradient of the sum then includes those cross terms, as in ProGAN, which
+    # trained WGAN-GP with its minibatch-std layer the same way.)
     (grad,) = torch.autograd.grad(critic_hat.sum(), x_hat, create_graph=True)  # [N, *shape]
-    grad_norm = grad.flatten(1).norm(2, dim=1)  # [N]
+    grad_norm = grad.reshape(critic_hat.shape[0], -1).norm(2, dim=1)  # [P]
     gp = ((grad_norm - 1) ** 2).mean()
     return gp, grad_norm
 
@@ -52,16 +63,16 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
            state: dict, tc: TrainConfig, eps: Tensor | None = None) -> Stats:
     """One critic update on a batch of real examples and G(z).
 
-    eps: the interpolation weights, [N, 1, ...] broadcastable to real; drawn U[0, 1] when None
-    (training), given by tests that compare a DDP step with a single process's.
+    eps: the interpolation weights, [N, 1, ...] broadcastable to real; drawn U[0, 1] per pack
+    when None (training), given by tests that compare a DDP step with a single process's.
     """
     opt_D.zero_grad(set_to_none=True)
     with torch.no_grad():
         fake = G(z)  # [N, *shape]
-    x_hat = interpolate(real, fake, eps)  # [N, *shape]
-    n = real.shape[0]
-    critic = widen(D(torch.cat([real, fake, x_hat])))  # [3N]: one forward, one backward (one DDP all-reduce)
-    d_real, d_fake, d_hat = critic[:n], critic[n:2 * n], critic[2 * n:]
+    x_hat = interpolate(real, fake, eps, pack=getattr(unwrap(D), "pack", 1))  # [N, *shape]
+    # [3N/m]: one forward, one backward (one DDP all-reduce); one value per pack of m examples
+    critic = widen(D(torch.cat([real, fake, x_hat])))
+    d_real, d_fake, d_hat = critic.chunk(3)
     gp, grad_norm = gradient_penalty(d_hat, x_hat)
     # Critic loss: E[D(G(z))] - E[D(x)] + λ E[(||∇D(x_hat)||_2 - 1)^2]
     wasserstein = d_real.mean() - d_fake.mean()  # E[D(x)] - E[D(G(z))], the Wasserstein estimate
@@ -69,7 +80,8 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
     # Under DDP (W ranks, N examples each) loss_D = (1/N) Σ_i ℓ_i over the rank's triples, with
     # ℓ_i = D(G(z_i)) - D(x_i) + λ (||∇_x D(x_hat_i)||_2 - 1)^2, and DDP averages the ranks'
     # gradients: (1/W) Σ_r ∇_θ (1/N) Σ_{i∈r} ℓ_i = ∇_θ (1/WN) Σ_i ℓ_i, the global batch's gradient,
-    # because ℓ_i depends on example i alone (no BatchNorm, no dropout in the critic).
+    # because ℓ_i depends on example i alone (no BatchNorm, no dropout in the critic; with
+    # model.pack, i counts packs, which never straddle ranks: m divides each rank's N).
     # The penalty's ∇_θ arrives through create_graph in this one backward, the one DDP's reducer
     # hooks see; autograd.grad above (w.r.t. x_hat only) accumulates no parameter gradient.
     loss_D.backward()

@@ -68,7 +68,7 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in (
     _spec("fcd", ("fcd",), IMAGE_KINDS, real_features=True),
     _spec("fixed_z_flip_rate", ("fixed_z_flip_rate",), ALL_KINDS, features=True),
     _spec("kid", ("kid", "kid_std"), IMAGE_KINDS, real_features=True),
-    _spec("mixture_coverage", ("modes_covered", "hq_share", "reverse_kl"), (POINTS,)),
+    _spec("mixture_coverage", ("modes_covered", "hq_share", "reverse_kl", "reverse_kl_hq"), (POINTS,)),
     _spec("near_real", ("near_real_share",), IMAGE_KINDS, real_features=True),
     _spec("prdc", ("precision", "recall", "density", "coverage"), IMAGE_KINDS, real_features=True),
     _spec("sample_diversity", ("spread_ratio", "duplicate_share"), ALL_KINDS),

@@ -2,6 +2,9 @@
 
     python -m ganray.metrics.calibrate            # prints a Markdown table (about a minute on 2 cores)
 
+The table's last column is each case's margin (docs/metrics.md, "Margins"): the deciding
+statistic, its 95% interval and the threshold, **borderline** where the interval straddles it.
+
 Every case is built from data that ships or is generated offline: mnist5k (reference = its
 "train" split, 4,500 digits; generated stand-ins from its held-out "test" split, 500 digits,
 drawn with replacement where a case needs more), stacked MNIST built from those digits, and
@@ -174,13 +177,24 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if float(v).is_integer() else f"{v:.3g}"
 
 
+def _margin(margin: dict | None) -> str:
+    """The margin column: "kl_uniform 0.0277 (0.0146–0.0417) vs 0.1", **borderline** when it straddles."""
+    if not margin:
+        return ""
+    text = (f"{margin['statistic']} {_fmt(margin['value'])} ({_fmt(margin['low'])}–{_fmt(margin['high'])}) "
+            f"vs {_fmt(margin['threshold'])}")
+    return text + (" **borderline**" if margin["borderline"] else "")
+
+
 def table(results) -> str:
     cols = [c for c in COLUMNS if any(c in r.metrics for _, r in results)]
-    lines = ["| case | verdict | expected | " + " | ".join(cols) + " |", "|---" * (len(cols) + 3) + "|"]
+    lines = ["| case | verdict | expected | " + " | ".join(cols) + " | margin (95% interval) vs threshold |",
+             "|---" * (len(cols) + 4) + "|"]
     for case, r in results:
         cells = [_fmt(r.metrics[c]) if c in r.metrics and not math.isnan(r.metrics[c]) else "" for c in cols]
         flag = "" if r.verdict in case.expect else " **(!)**"
-        lines.append(f"| {case.name} | {r.verdict}{flag} | {' or '.join(case.expect)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {case.name} | {r.verdict}{flag} | {' or '.join(case.expect)} | " + " | ".join(cells)
+                     + f" | {_margin(r.margin)} |")
     return "\n".join(lines)
 
 

@@ -42,10 +42,10 @@ def counts_record(counts: torch.Tensor, n: int, stacked: bool, classes: torch.Te
 
 
 def covered(counts: torch.Tensor, n: int, stacked: bool) -> torch.Tensor:
-    """Mask of the classes with ≥ MIN_SHARE_OF_UNIFORM·n/K samples (stacked: ≥ 1 sample) [K]."""
+    """Mask of the classes with ≥ MIN_SHARE_OF_UNIFORM·n/K samples (stacked: ≥ 1 sample) [..., K]."""
     if stacked:
         return counts >= 1
-    return counts >= MIN_SHARE_OF_UNIFORM * n / counts.numel()
+    return counts >= MIN_SHARE_OF_UNIFORM * n / counts.shape[-1]
 
 
 @register_metric  # name, signals, kinds: ganray.metrics.SPECS

@@ -217,10 +217,15 @@ class MetricInputs:
 
 def kl_to_uniform(counts: Tensor) -> float:
     """KL(p‖U_K) in nats = Σ_k p_k ln(K p_k), with 0 ln 0 = 0: 0 when uniform, ln K for one class."""
-    n, K = float(counts.sum()), counts.numel()
-    p = counts.double() / n
-    nz = p > 0
-    return float((p[nz] * torch.log(K * p[nz])).sum())
+    return float(kl_to_uniform_rows(counts.reshape(1, -1))[0])
+
+
+def kl_to_uniform_rows(counts: Tensor) -> Tensor:
+    """kl_to_uniform of every row of counts [B, K] -> float64 [B] (the margins' bootstrap resamples)."""
+    K = counts.shape[-1]
+    p = counts.double() / counts.sum(-1, keepdim=True).double()
+    # Σ_k p_k ln(K p_k); xlogy: 0 ln 0 = 0
+    return torch.xlogy(p, K * p).sum(-1)
 
 
 def expected_modes_covered(n: int, K: int) -> float:
@@ -238,6 +243,7 @@ __all__ = [
     "classify",
     "expected_modes_covered",
     "kl_to_uniform",
+    "kl_to_uniform_rows",
     "knn_distances",
     "knn_radii",
     "nearest_mode",

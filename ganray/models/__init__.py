@@ -6,10 +6,16 @@
                                                    vae: encoder [N, *shape] -> (mu, logvar) [N, z_dim] each
 
 `shape` is (C, H, W) for images (28x28x1 MNIST, 28x28x3 stacked MNIST, 32x32x3 CIFAR-10) or
-(2,) for the 2D mixtures. `model_cfg.arch = "auto"` picks dcgan for images and mlp for 2D.
+(2,) for the 2D mixtures. `model_cfg.arch = "auto"` picks dcgan for images and mlp for 2D;
+`pacgan-mlp` is the PacGAN authors' 2-D networks (ganray.models.mlp).
+
+The remedies model.pack, model.minibatch_std and model.spectral_norm change D of gan, wgan-gp and
+began (ganray.models.remedies): with pack m, D maps [N, *shape] -> [N/m] (one logit per pack of m
+consecutive examples), BEGAN's autoencoder still [N, *shape] -> [N, *shape].
 
 Weights are initialised as Keras does by default (Glorot-uniform kernels, zero biases,
-BatchNorm gamma 1 / beta 0), because the reference architecture is the Keras MNIST DCGAN.
+BatchNorm gamma 1 / beta 0), because the reference architecture is the Keras MNIST DCGAN;
+pacgan-mlp as its authors did (N(0, 0.02²) weights, zero biases).
 Initialisation draws from torch's global RNG: seed it before building for reproducible runs.
 """
 from __future__ import annotations
@@ -19,7 +25,8 @@ from torch import nn
 from ganray.config import FAMILIES, ConfigError, ModelConfig
 
 IMAGE_ARCHS = ("dcgan",)
-POINT_ARCHS = ("mlp",)
+POINT_ARCHS = ("mlp", "pacgan-mlp")
+REMEDY_FAMILIES = ("gan", "wgan-gp", "began")  # the families with a discriminator
 
 
 def scale_channels(c: int, width: float) -> int:
@@ -78,35 +85,60 @@ def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module
         G: nn.Module = dcgan.DCGANGenerator(model_cfg.z_dim, check_image_shape(shape), model_cfg.width,
                                             bn_momentum=model_cfg.bn_momentum, bn_eps=model_cfg.bn_eps,
                                             leaky_slope=model_cfg.leaky_slope)
+    elif arch == "pacgan-mlp":
+        G = mlp.PacGANGenerator(model_cfg.z_dim, shape[0])
     else:
         G = mlp.MLPGenerator(model_cfg.z_dim, shape[0])
-    return keras_init_(G)
+    return init_weights_(G, arch)
 
 
 def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str) -> nn.Module:
-    """The second network of `family`: critic/discriminator, BEGAN autoencoder, or VAE encoder."""
-    from ganray.models import autoencoder, dcgan, mlp, vae  # noqa: PLC0415
+    """The second network of `family`: critic/discriminator, BEGAN autoencoder, or VAE encoder,
+    with the remedies of model_cfg (pack, minibatch_std, spectral_norm) for gan, wgan-gp, began."""
+    from ganray.models import remedies  # noqa: PLC0415
 
     shape = tuple(shape)
     arch = resolve_arch(model_cfg, shape)
+    if family not in FAMILIES:
+        raise ConfigError(f"train.family: unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
+    used = [k for k, off in (("pack", 1), ("minibatch_std", 0), ("spectral_norm", False))
+            if getattr(model_cfg, k) != off]
+    if used and family not in REMEDY_FAMILIES:  # the config check says so first; this, for direct callers
+        raise ConfigError(f"model.{used[0]}: the {family} family has no discriminator; use {', '.join(REMEDY_FAMILIES)}")
+    m = model_cfg.pack
+    D = _base_discriminator(model_cfg, remedies.packed_shape(shape, m), family, arch)
+    D = init_weights_(D, arch)
+    if model_cfg.spectral_norm:
+        remedies.spectral_norm_(D)  # after the initialisation: W / σ(W) of the initialised W
+    return remedies.Packed(D, m, unpack_output=family == "began") if m > 1 else D
+
+
+def init_weights_(module: nn.Module, arch: str) -> nn.Module:
+    """`arch`'s initialisation in place: the PacGAN authors' for pacgan-mlp, else Keras'."""
+    from ganray.models import mlp  # noqa: PLC0415
+
+    return mlp.pacgan_init_(module) if arch == "pacgan-mlp" else keras_init_(module)
+
+
+def _base_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str, arch: str) -> nn.Module:
+    """D of `family` for inputs of `shape` (with model.pack m: one pack's shape), not initialised."""
+    from ganray.models import autoencoder, dcgan, mlp, vae  # noqa: PLC0415
+
+    g = model_cfg.minibatch_std
     if family in ("gan", "wgan-gp"):
         if arch == "dcgan":
             # WGAN-GP's critic has no dropout (as in the paper): its penalty constrains ∇_x D of the
             # critic G trains against, and DDP's step then equals one process's (families/wgan_gp.py)
-            D: nn.Module = dcgan.DCGANDiscriminator(check_image_shape(shape), model_cfg.width,
-                                                    leaky_slope=model_cfg.leaky_slope, dropout=family == "gan")
-        else:
-            D = mlp.MLPDiscriminator(shape[0])
-    elif family in ("began", "vae"):
-        if arch != "dcgan":
-            raise ConfigError(f"train.family: {family} needs image data (the data has shape {shape})")
-        if family == "began":
-            D = autoencoder.BEGANAutoencoder(check_image_shape(shape), model_cfg.width)
-        else:
-            D = vae.VAEEncoder(check_image_shape(shape), model_cfg.z_dim, model_cfg.width)
-    else:
-        raise ConfigError(f"train.family: unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
-    return keras_init_(D)
+            return dcgan.DCGANDiscriminator(check_image_shape(shape), model_cfg.width,
+                                            leaky_slope=model_cfg.leaky_slope, dropout=family == "gan", mbstd=g)
+        if arch == "pacgan-mlp":
+            return mlp.PacGANDiscriminator(shape[0], mbstd=g)
+        return mlp.MLPDiscriminator(shape[0], mbstd=g)
+    if arch != "dcgan":
+        raise ConfigError(f"train.family: {family} needs image data (the data has shape {shape})")
+    if family == "began":
+        return autoencoder.BEGANAutoencoder(check_image_shape(shape), model_cfg.width, mbstd=g)
+    return vae.VAEEncoder(check_image_shape(shape), model_cfg.z_dim, model_cfg.width)
 
 
 def count_params(module: nn.Module, trainable_only: bool = True) -> int:

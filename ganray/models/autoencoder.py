@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ganray.models import scale_channels
+from ganray.models.remedies import MinibatchStd
 
 H_DIM = 64
 
@@ -30,7 +31,10 @@ def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BEGANAutoencoder(nn.Module):
-    def __init__(self, shape: tuple[int, int, int], width: float = 1.0, h_dim: int = H_DIM):
+    """mbstd=g > 0: StyleGAN's minibatch-std channel on the encoder's last feature map, before
+    its flatten and Linear (ganray.models.remedies.MinibatchStd): [N, 3n + 1, H/4, W/4]."""
+
+    def __init__(self, shape: tuple[int, int, int], width: float = 1.0, h_dim: int = H_DIM, *, mbstd: int = 0):
         super().__init__()
         c, h, w = shape
         n = scale_channels(64, width)
@@ -39,8 +43,9 @@ class BEGANAutoencoder(nn.Module):
             _conv(c, n), nn.ELU(),
             _conv(n, n), nn.ELU(), _conv(n, 2 * n, stride=2), nn.ELU(),
             _conv(2 * n, 2 * n), nn.ELU(), _conv(2 * n, 3 * n, stride=2), nn.ELU(),
+            *([MinibatchStd(mbstd)] if mbstd else []),
             nn.Flatten(),
-            nn.Linear(3 * n * (h // 4) * (w // 4), h_dim),
+            nn.Linear((3 * n + (1 if mbstd else 0)) * (h // 4) * (w // 4), h_dim),
         )
         self.expand = nn.Linear(h_dim, n * (h // 4) * (w // 4))
         self.decoder = nn.Sequential(

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ganray.models import scale_channels
+from ganray.models.remedies import MinibatchStd
 
 KERNEL = 5
 PAD = KERNEL // 2  # 'same' padding for odd kernels
@@ -87,11 +88,13 @@ class DCGANDiscriminator(nn.Module):
     """Images [N, C, H, W] -> one logit (or critic value) per image [N].
 
     dropout=False (WGAN-GP's critic) puts Identity where the Dropouts were: the same layer
-    indices, so the state_dict keys are those of the dropout version.
+    indices, so the state_dict keys are those of the dropout version. mbstd=g > 0 appends
+    StyleGAN's minibatch-std channel to the last feature map (before the flatten and the last
+    layer, ganray.models.remedies.MinibatchStd): [N, c128 + 1, H/8, W/8].
     """
 
     def __init__(self, shape: tuple[int, int, int], width: float = 1.0, *, leaky_slope: float = LEAK,
-                 dropout: bool = True):
+                 dropout: bool = True, mbstd: int = 0):
         super().__init__()
         c, h, w = shape
         self.shape = (c, h, w)
@@ -106,10 +109,11 @@ class DCGANDiscriminator(nn.Module):
             conv5x5(c64, c64, stride=2), nn.LeakyReLU(a), drop(0.3),
             conv5x5(c64, c128, stride=2), nn.LeakyReLU(a), drop(0.4),
             conv5x5(c128, c128, stride=1), nn.LeakyReLU(a), drop(0.4),
+            *([MinibatchStd(mbstd)] if mbstd else []),
             nn.Flatten(),
         )
         h8, w8 = strided_size(strided_size(strided_size(h))), strided_size(strided_size(strided_size(w)))
-        self.out = nn.Linear(c128 * h8 * w8, 1)
+        self.out = nn.Linear((c128 + (1 if mbstd else 0)) * h8 * w8, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)  # [N, c128*H/8*W/8]

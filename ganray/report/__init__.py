@@ -10,6 +10,7 @@ verdict.json (the verdict and the class counts of the last evaluation), its samp
 fixed-z GIF. It writes next to the trials:
 
     <exp>/report.md, report.html (self-contained: images as base64 data URIs), trials.csv,
+    points.csv (one row per grid point: the seeds together, points.py),
     figures/class_histograms.png, coverage_fcd.png, verdict_heatmap.png, loss_curves.png
     and, when the trials span the vae family and a GAN family (jobs/compare_vae_gan.py), a
     "VAE vs GAN" section with figures/vae_vs_gan_metrics.png, vae_vs_gan_samples.png and
@@ -21,7 +22,8 @@ report itself imports no torch. A trial with missing or unreadable files shows "
 (still running or failed)" and a note; it never stops the report. An experiment without trials
 is bad input (exit 2). docs/report.md explains how to read the report.
 
-Modules: model (the experiment as read), tables, figures, compare and compare_figures (VAE vs
+Modules: model (the experiment as read), tables, points (grid points: seeds together,
+agreement, the remedies table), figures, compare and compare_figures (VAE vs
 GAN), render (report.md, report.html), cli (`ganray report`).
 """
 from __future__ import annotations
@@ -32,8 +34,8 @@ from ganray import storage
 from ganray.report.compare_figures import vae_vs_gan
 from ganray.report.figures import make_figures
 from ganray.report.model import Regenerate, attach_histograms, attach_media, load_experiment
+from ganray.report.points import points_csv, trials_csv
 from ganray.report.render import report_html, report_markdown
-from ganray.report.tables import trials_csv
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ def write_report(experiment_uri: str, *, samples: int | None = None, regenerate:
     for name, (_, png) in [*figures.items(), *(comparison.figures.items() if comparison else ())]:
         storage.put_bytes(storage.join(exp_uri, FIGURES_DIR, name), png)
     storage.put_bytes(storage.join(exp_uri, "trials.csv"), trials_csv(exp).encode())
+    storage.put_bytes(storage.join(exp_uri, "points.csv"), points_csv(exp).encode())
     storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures, comparison).encode())
     html_uri = storage.join(exp_uri, "report.html")
     # last: its presence means a complete report

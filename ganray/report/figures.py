@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from ganray.report.model import (
     COVERAGE_KEYS,
@@ -26,7 +26,8 @@ from ganray.report.model import (
     Experiment,
     Trial,
 )
-from ganray.report.tables import describe, fmt_metric, fmt_value, varying_axes
+from ganray.report.points import DISAGREE, Point
+from ganray.report.tables import describe, fmt_metric, fmt_value, name_axes
 
 
 def new_figure(w_in: float, h_in: float):
@@ -65,7 +66,7 @@ def figure_class_histograms(exp: Experiment) -> bytes | None:
     trials = [t for t in exp.trials if t.histogram is not None]
     if not trials:
         return None
-    other_axes = [a for a in varying_axes(exp.trials) if a != "z_dim"]
+    other_axes = [a for a in name_axes(exp.trials) if a != "z_dim"]
     cols, rows, pos = _grid_positions(trials)
     k_max = max(len(t.histogram.shares) for t in trials)
     panel_w = 2.7 if k_max <= 12 else (3.6 if k_max <= 30 else 4.0)
@@ -128,7 +129,7 @@ def _line_styles(trials: list[Trial]) -> tuple[dict[str, tuple[Any, str]], list[
     line's colour never reads as a verdict); style = the other swept settings."""
 
     z_values = sorted({t.params.get("z_dim") for t in trials}, key=lambda v: (v is None, v or 0))
-    others = [a for a in varying_axes(trials) if a != "z_dim"]
+    others = [a for a in name_axes(trials) if a != "z_dim"]
     combos = sorted({describe(t, others) for t in trials}) if others else [""]
     cmap = colormaps["viridis"]
 
@@ -139,7 +140,7 @@ def _line_styles(trials: list[Trial]) -> tuple[dict[str, tuple[Any, str]], list[
                        LINE_STYLES[combos.index(describe(t, others) if others else "") % len(LINE_STYLES)])
               for t in trials}
     if len(trials) <= PER_TRIAL_LEGEND_MAX:
-        axes = varying_axes(trials)
+        axes = name_axes(trials)
         legend = [(f"{short_label(t, axes)} ({t.status})", *styles[t.name]) for t in trials]
     else:
         legend = [(f"z_dim {fmt_value(z)}", colour(z), "-") for z in z_values]
@@ -193,7 +194,7 @@ def figure_loss_curves(exp: Experiment) -> bytes | None:
     trials = [t for t in exp.trials if any(_is_loss(k) for r in t.rows for k in r)]
     if not trials:
         return None
-    axes_names = varying_axes(exp.trials)
+    axes_names = name_axes(exp.trials)
     n_cols = min(len(trials), 5)
     n_rows = math.ceil(len(trials) / n_cols)
     fig = new_figure(3.0 * n_cols + 0.6, 0.9 + 2.4 * n_rows)
@@ -234,54 +235,78 @@ def _lr_key(t: Trial, lr_axes: list[str]) -> tuple:
     return tuple(t.params.get(p) for p in lr_axes)
 
 
+def _heatmap_text(group: list[Trial]) -> str:
+    """One trial: its verdict, when, and its numbers; several (seeds): "2/3 collapsed" per
+    verdict, majority first, and the range of steps the majority verdict was first seen."""
+    if len(group) == 1:
+        t = group[0]
+        text = t.status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
+        if t.stopped_early:
+            text += f"\nstopped at step {t.steps_run}"
+        numbers = [f"{label} {fmt_metric(t.final(key))}" for key, label in
+                   ((t.coverage_key, "classes" if t.coverage_key == "classes_covered" else "modes"),
+                    ("fcd", "FCD")) if t.final(key) is not None]
+        if numbers:
+            text += "\n" + " · ".join(numbers)
+        return text + ("\nborderline" if t.borderline else "")
+    p = Point({}, group)
+    order = sorted(p.counts, key=lambda v: (v != p.majority, SEVERITY.index(v)))
+    lines = [f"{p.counts[v]}/{p.n} {VERDICT_LABEL[v]}" for v in order]
+    seen = p.first_seen(p.majority) if p.majority not in ("healthy", NO_VERDICT) else None
+    if seen is not None:
+        lines.insert(1, f"first seen at {seen[0]}" + (f"–{seen[1]}" if seen[1] != seen[0] else ""))
+    if p.borderline:
+        lines.append(f"{len(p.borderline)}/{p.n} borderline")
+    return "\n".join(lines)
+
+
 def figure_verdict_heatmap(exp: Experiment) -> bytes:
-    """z_dim (rows) × learning rates (columns); a cell with several trials (seeds) takes the
-    colour of its worst verdict and lists the count of each."""
+    """z_dim (rows) × learning rates, families and variants (columns); a cell with several
+    trials (seeds) takes the colour of the majority verdict, lists the count of each, and is
+    hatched when the seeds disagree."""
 
     trials = exp.trials
-    lr_axes = [p for p in ("lr_g", "lr_d", "family") if p in varying_axes(trials)] or ["lr_g", "lr_d"]
+    lr_axes = [p for p in ("lr_g", "lr_d", "family", "variant") if p in name_axes(trials)] or ["lr_g", "lr_d"]
     z_values = sorted({t.params.get("z_dim") for t in trials}, key=lambda v: (v is None, v or 0))
-    lr_values = sorted({_lr_key(t, lr_axes) for t in trials}, key=repr)
+    lr_values = list(dict.fromkeys(_lr_key(t, lr_axes) for t in trials))  # in trial order (variants: the sweep's)
     cells: dict[tuple[int, int], list[Trial]] = {}
     for t in trials:
         cells.setdefault((z_values.index(t.params.get("z_dim")), lr_values.index(_lr_key(t, lr_axes))), []).append(t)
     codes = [[math.nan] * len(lr_values) for _ in z_values]
-    fig = new_figure(max(5.5, 2.3 * len(lr_values) + 2.8), max(2.6, 0.75 * len(z_values) + 1.6))
+    fig = new_figure(max(5.5, 2.3 * len(lr_values) + 2.8), max(2.6, 0.9 * len(z_values) + 1.6))
     ax = fig.subplots()
+    disagree = False
     for (r, c), group in cells.items():
-        worst = min((t.verdict_name for t in group), key=SEVERITY.index)
-        codes[r][c] = SEVERITY.index(worst)
-        if len(group) == 1:
-            t = group[0]
-            text = t.status.replace(" (still running or failed)", "").replace(" at step ", "\nat step ")
-            if t.stopped_early:
-                text += f"\nstopped at step {t.steps_run}"
-            numbers = [f"{label} {fmt_metric(t.final(key))}" for key, label in
-                       ((t.coverage_key, "classes" if t.coverage_key == "classes_covered" else "modes"),
-                        ("fcd", "FCD")) if t.final(key) is not None]
-            if numbers:
-                text += "\n" + " · ".join(numbers)
-        else:
-            counts = Counter(t.verdict_name for t in group)
-            text = "\n".join(f"{counts[v]}/{len(group)} {VERDICT_LABEL[v]}" for v in SEVERITY if counts[v])
-        ax.text(c, r, text, ha="center", va="center", fontsize=8,
-                color="white" if worst in ("diverged", "collapsed") else "black")
+        point = Point({}, group)
+        codes[r][c] = SEVERITY.index(point.majority)
+        hatched = point.agreement == DISAGREE  # the verdict depends on the seed
+        if hatched:
+            disagree = True
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", linewidth=0,
+                                   edgecolor="white" if point.majority in ("diverged", "collapsed") else "0.25"))
+        ax.text(c, r, _heatmap_text(group), ha="center", va="center", fontsize=8,
+                color="white" if point.majority in ("diverged", "collapsed") else "black",
+                bbox=dict(facecolor=VERDICT_COLOUR[point.majority], edgecolor="none", pad=1.5) if hatched else None)
     cmap = ListedColormap([VERDICT_COLOUR[v] for v in SEVERITY]).with_extremes(bad="white")
     ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(SEVERITY) - 0.5, aspect="auto")
     ax.set_yticks(range(len(z_values)), [fmt_value(z) for z in z_values])
     ax.set_ylabel("z_dim")
-    col_labels = ["\n".join(f"{p} {fmt_value(v)}" for p, v in zip(lr_axes, key, strict=True)) for key in lr_values]
+    col_labels = ["\n".join(f"{p} {fmt_value(v)}" if p != "variant" else str(v) for p, v in zip(lr_axes, key,
+                                                                                              strict=True))
+                  for key in lr_values]
     ax.set_xticks(range(len(lr_values)), col_labels, fontsize=8)
     ax.set_xticks([x - 0.5 for x in range(1, len(lr_values))], minor=True)
     ax.set_yticks([y - 0.5 for y in range(1, len(z_values))], minor=True)
     ax.grid(which="minor", color="white", linewidth=2)
     ax.tick_params(which="minor", length=0)
     present = [v for v in SEVERITY if any(t.verdict_name == v for t in trials)]
-    ax.legend(handles=[Patch(color=VERDICT_COLOUR[v], label=VERDICT_LABEL[v]) for v in present],
-              loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
-              frameon=False)
-    ax.set_title(f"Verdict per z_dim × {' / '.join(lr_axes)}" + (" (worst of the seeds)" if
-                 any(len(g) > 1 for g in cells.values()) else ""), fontsize=10)
+    handles = [Patch(color=VERDICT_COLOUR[v], label=VERDICT_LABEL[v]) for v in present]
+    if disagree:
+        handles.append(Patch(facecolor="white", edgecolor="0.25", hatch="///", label="seeds disagree"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    seeds = any(len(g) > 1 for g in cells.values())
+    fig.suptitle(f"Verdict per z_dim × {' / '.join(lr_axes)}"
+                 + ("\n(colour: the verdict most seeds gave; hatched: the seeds disagree)" if seeds else ""), fontsize=10)
     return to_png(fig)
 
 
@@ -291,7 +316,8 @@ FIGURES: tuple[tuple[str, str, str, Callable[[Experiment], bytes | None]], ...] 
       "fills every bar near the dashed uniform share; a collapsed one piles its samples into a few classes."),
      figure_class_histograms),
     ("verdict_heatmap.png", "Verdicts over z_dim × learning rates",
-     "One cell per setting, coloured by its verdict (the worst one when several seeds share the cell).",
+     ("One cell per grid point, coloured by its verdict; with several seeds, by the verdict most seeds gave, "
+      "with the count of each (\"2/3 collapsed\") and hatching where the seeds disagree."),
      figure_verdict_heatmap),
     ("coverage_fcd.png", "Classes covered and FCD over training",
      ("Classes covered should rise to all of them and stay; FCD should fall. A coverage drop with a rising FCD "

@@ -11,7 +11,7 @@ from ganray import storage
 from ganray.artifacts import reader
 from ganray.artifacts.layout import VERDICTS
 from ganray.artifacts.reader import TrialRecord, brief
-from ganray.config import Config
+from ganray.config import Config, ConfigError, parse_variant
 from ganray.exits import BadInput
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,10 @@ PARAM_AXES = (  # (swept parameter, config section, config key, its sweep grid)
     ("lr_g", "train", "lr_g", "lr_g"),
     ("lr_d", "train", "lr_d", "lr_d"),
     ("family", "train", "family", "family"),
+    ("variant", "experiment", "variant", "variants"),  # the sweep.variants name ('' without variants)
     ("seed", "experiment", "seed", "seeds"),
 )
+SEED_AXIS = "seed"  # the one setting in which a grid point's trials differ
 NO_COUNTS_TEXT = "no class histogram (the record holds no counts; `ganray report --samples N` regenerates them)"
 # What a bad record makes regenerating from a checkpoint raise (config, data, checkpoint, storage)
 REGENERATE_ERRORS = (BadInput, storage.StorageError)
@@ -111,7 +113,7 @@ class ClassHistogram:
 class Trial:
     name: str
     uri: str
-    params: dict[str, Any] = field(default_factory=dict)  # z_dim, lr_g, lr_d, family, seed
+    params: dict[str, Any] = field(default_factory=dict)  # z_dim, lr_g, lr_d, family, variant, seed
     total_steps: int | None = None  # cfg.train.steps
     rows: list[dict[str, Any]] = field(default_factory=list)  # the metrics stream, by step
     verdict: dict[str, Any] | None = None
@@ -122,13 +124,14 @@ class Trial:
     last_samples_png: bytes | None = None  # the newest samples/step_*.png, for the HTML
     fixed_z_gif: bytes | None = None
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
+    configured: bool = True  # its config.yaml was read (else its grid point is unknown: a point of its own)
 
     @classmethod
     def from_record(cls, rec: TrialRecord, sweep_cfg: Config | None) -> Trial:
         cfg = rec.config or sweep_cfg
         params = params_of(rec.config) if rec.config is not None else base_params(sweep_cfg)
         return cls(rec.name, rec.uri, params, cfg.train.steps if cfg is not None else None, rec.rows, rec.verdict,
-                   rec.samples, rec.gif_uri, rec.checkpoints, notes=list(rec.notes))
+                   rec.samples, rec.gif_uri, rec.checkpoints, notes=list(rec.notes), configured=rec.config is not None)
 
     @property
     def counts(self) -> dict[str, Any] | None:
@@ -172,6 +175,18 @@ class Trial:
     def reasons(self) -> list[str]:
         r = (self.verdict or {}).get("reasons") or []
         return [str(x) for x in r] if isinstance(r, list) else [str(r)]
+
+    @property
+    def margin(self) -> dict[str, Any] | None:
+        """verdict.json's "margin" (the deciding statistic, its threshold and interval); None for
+        a diverged verdict and for records written before verdicts had margins."""
+        m = (self.verdict or {}).get("margin")
+        return m if isinstance(m, dict) else None
+
+    @property
+    def borderline(self) -> bool:
+        """The interval of the deciding statistic straddles its threshold."""
+        return bool((self.margin or {}).get("borderline"))
 
     def final(self, key: str) -> float | None:
         """The last value of `key` in the metrics (eval metrics: the last evaluation)."""
@@ -217,22 +232,32 @@ def base_params(sweep_cfg: Config | None) -> dict[str, Any]:
     for p, value in params_of(sweep_cfg).items():
         grid = getattr(sweep_cfg.sweep, next(g for q, _, _, g in PARAM_AXES if q == p))
         if len(grid) <= 1:
-            out[p] = grid[0] if grid else value
+            out[p] = (variant_name(grid[0]) if p == "variant" else grid[0]) if grid else value
     return out
+
+
+def variant_name(text: str) -> str | None:
+    """'pack2: model.pack=2' -> 'pack2' (None when it does not parse)."""
+    try:
+        return parse_variant(text)[0]
+    except ConfigError:
+        return None
 
 
 def load_experiment(exp_uri: str) -> Experiment:
     """The experiment at `exp_uri` and all its trials; reader.ExperimentNotFound when there are none."""
     cfg, records, notes = reader.read_experiment(exp_uri)
-    trials = sorted((Trial.from_record(r, cfg) for r in records), key=_trial_order)
+    variants = [variant_name(v) for v in cfg.sweep.variants] if cfg is not None else []
+    trials = sorted((Trial.from_record(r, cfg) for r in records), key=lambda t: _trial_order(t, variants))
     return Experiment(exp_uri, cfg, trials, notes)
 
 
-def _trial_order(t: Trial) -> tuple:
+def _trial_order(t: Trial, variants: list[str | None]) -> tuple:
+    """By z_dim, then variant (in sweep.variants order), learning rates, family, seed."""
     p = t.params
-    z = p.get("z_dim")
-    return (math.inf if z is None else z, p.get("lr_g", 0.0), p.get("lr_d", 0.0), str(p.get("family", "")),
-            p.get("seed", 0), t.name)
+    z, v = p.get("z_dim"), p.get("variant")
+    return (math.inf if z is None else z, variants.index(v) if v in variants else len(variants), str(v or ""),
+            p.get("lr_g", 0.0), p.get("lr_d", 0.0), str(p.get("family", "")), p.get("seed", 0), t.name)
 
 
 def class_count(exp: Experiment) -> int | None:

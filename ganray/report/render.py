@@ -27,8 +27,17 @@ from ganray.report.model import (
     Experiment,
     Trial,
 )
+from ganray.report.points import (
+    agreement_text,
+    borderline_text,
+    grid_points,
+    has_variants,
+    points_table,
+    remedies_table,
+)
 from ganray.report.tables import (
     COLUMNS,
+    borderline_mark,
     cell,
     fmt_metric,
     md_escape,
@@ -44,14 +53,20 @@ THUMB_PX = 160  # the largest side of a sample grid in the trials table, CSS pix
 def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]],
                     comparison: Comparison | None = None) -> str:
     rows, metrics = table_rows(exp), metric_columns(exp)
-    head = [label for _, label in COLUMNS] + [m.replace("_", " ") for m in metrics] + ["reasons", "samples"]
-    lines = [f"# Sweep report: {exp.name}", "", f"Experiment: `{exp.uri}`", "", "## Summary", "", summary(exp), ""]
+    columns = _md_columns(exp)
+    head = [label for _, label in columns] + [m.replace("_", " ") for m in metrics] + ["reasons", "samples"]
+    lines = [f"# Sweep report: {exp.name}", "", f"Experiment: `{exp.uri}`", "", "## Summary", ""]
+    lines += [x for text in summary_paragraphs(exp) for x in (text, "")]
     lines += ["## Trials", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t, r in zip(exp.trials, rows, strict=True):
-        cells = [cell(r, k) for k, _ in COLUMNS] + [fmt_metric(r[m]) for m in metrics]
+        cells = [cell(r, k) + (borderline_mark(t) if k == "status" else "") for k, _ in columns]
+        cells += [fmt_metric(r[m]) for m in metrics]
         reasons = "<br>".join(md_escape(x) for x in [*t.reasons, *(f"note: {n}" for n in t.notes)])
         lines.append("| " + " | ".join([*(md_escape(c) for c in cells), reasons, _md_thumbnail(t)]) + " |")
     lines += ["", "All values per trial are in `trials.csv`. How to read this report: docs/report.md.", ""]
+    for title, explain, (head, body) in seed_tables(exp):
+        lines += [f"## {title}", "", explain, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(md_escape(x) for x in r) + " |" for r in body] + [""]
     if comparison is not None:
         lines += vae_vs_gan_markdown(comparison)
     lines += ["## Figures", ""]
@@ -70,6 +85,36 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]],
     if exp.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in exp.notes]
     return "\n".join(lines) + "\n"
+
+
+def summary_paragraphs(exp: Experiment) -> list[str]:
+    """The summary: the verdicts per trial, then the agreement across seeds, then the borderline verdicts."""
+    return [x for x in (summary(exp), agreement_text(exp), borderline_text(exp)) if x]
+
+
+POINTS_EXPLAIN = ("The trials of one grid point differ only in their seed. Settled: every seed gave the same "
+                  "verdict; seeds disagree: the verdict depends on the seed, so no single run of this point is "
+                  "evidence. Numbers: mean ± sample standard deviation over the seeds at their last evaluation; "
+                  "steps/s over each trial's run. One row per point in `points.csv`.")
+REMEDIES_EXPLAIN = ("One row per sweep.variants entry (and per value of the other swept settings): in how many "
+                    "seeds it ended healthy, its other verdicts, and its speed in generator steps per second, "
+                    "as a multiple of the baseline's (below 1: slower).")
+
+
+def seed_tables(exp: Experiment) -> list[tuple[str, str, tuple[list[str], list[list[str]]]]]:
+    """(title, explanation, (header, rows)) of the "Grid points" table (when a point has two or
+    more seeds) and the "Remedies" table (when the sweep has variants)."""
+    out = []
+    if any(p.n > 1 for p in grid_points(exp.trials)):
+        out.append(("Grid points (seeds together)", POINTS_EXPLAIN, points_table(exp)))
+    if has_variants(exp):
+        out.append(("Remedies (sweep.variants)", REMEDIES_EXPLAIN, remedies_table(exp)))
+    return out
+
+
+def _md_columns(exp: Experiment) -> list[tuple[str, str]]:
+    """The trials table's columns: a column for each setting (the variant only in a sweep with variants)."""
+    return [(k, label) for k, label in COLUMNS if k != "variant" or has_variants(exp)]
 
 
 def last_grid_path(t: Trial) -> str:
@@ -132,6 +177,7 @@ table{border-collapse:collapse;font-size:.88em;width:100%} th,td{border:1px soli
 .trials-table td.reasons{min-width:16em}
 .trials-table td.samples,.trials-table td.verdict{width:1%}
 .trials-table .when{display:inline-block;white-space:nowrap;margin-top:2px}
+.trials-table .borderline{display:block;color:#8a4b00;font-size:.9em;margin-top:2px}
 .trials-table td.samples a{display:block} .trials-table td.samples img{display:block;border:1px solid #ddd;
      background:#808080} .trials-table td.samples .note{white-space:nowrap} .shared{margin:.3em 0 .6em}
 .pill{display:inline-block;border-radius:10px;padding:1px 8px;color:#fff;white-space:nowrap;font-weight:600}
@@ -160,6 +206,12 @@ _STACKED = """
 """
 _CSS = (_CSS + "@media (max-width:%(stack)dpx){" + _STACKED.replace("&", "table.trials-table") + "}"
         + _STACKED.replace("&", "table.trials-table.stacked")).replace("%(stack)d", str(STACK_PX))
+# The grid-points and remedies tables: below STACK_PX one card per row, "label: value" lines.
+_CSS += ("@media (max-width:%dpx){table.seeds-table,table.seeds-table>tbody,table.seeds-table>tbody>tr,"
+         "table.seeds-table>tbody>tr>td{display:block}table.seeds-table>thead{display:none}"
+         "table.seeds-table>tbody>tr{border:1px solid #ddd;border-radius:6px;padding:.5em .7em;margin:0 0 1em}"
+         "table.seeds-table td{border:0;padding:1px 0}"
+         "table.seeds-table td::before{content:attr(data-label) \": \";color:#666}}" % STACK_PX)
 # Stack the table wherever it would not fit (more columns than a laptop's width holds); the
 # page reads the same without script, stacked on phones by the CSS alone.
 _FIT_SCRIPT = ("<script>(function(){var t=document.querySelector('table.trials-table');if(!t)return;"
@@ -179,7 +231,9 @@ def _verdict_cell(t: Trial) -> str:
     pieces that go on two lines in a narrow column."""
     label = VERDICT_LABEL[t.verdict_name]
     rest = t.status.removeprefix(label).strip()
-    return _pill(t, label) + (f' <span class="when">{html.escape(rest)}</span>' if rest else "")
+    mark = borderline_mark(t).strip()
+    return (_pill(t, label) + (f' <span class="when">{html.escape(rest)}</span>' if rest else "")
+            + (f' <span class="borderline">{html.escape(mark)}</span>' if mark else ""))
 
 
 def _card_id(t: Trial) -> str:
@@ -261,9 +315,14 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]], comparis
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>ganray report: {e(exp.name)}</title><style>{_CSS}</style></head><body>",
            f"<h1>Sweep report: {e(exp.name)}</h1>", f'<div class="uri">{e(exp.uri)}</div>',
-           f'<p class="summary">{e(summary(exp))}</p>', "<h2>Trials</h2>"]
+           *(f'<p class="summary">{e(text)}</p>' for text in summary_paragraphs(exp)), "<h2>Trials</h2>"]
     out += _trials_table_html(exp)
     out.append("<p class=\"note\">Every value per trial is in trials.csv next to this page.</p>")
+    for title, explain, (head, body) in seed_tables(exp):  # one card per row on a phone (_SEEDS_CSS)
+        out.append(f'<h2>{e(title)}</h2><p class="explain">{e(explain)}</p><table class="seeds-table"><thead><tr>'
+                   + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"
+                   + "".join("<tr>" + "".join(f'<td data-label="{e(h)}">{e(x)}</td>' for h, x in zip(head, r))
+                             + "</tr>" for r in body) + "</tbody></table>")
     if comparison is not None:
         out += vae_vs_gan_html(comparison)
     out.append("<h2>Figures</h2>")

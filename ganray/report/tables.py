@@ -31,15 +31,31 @@ def fmt_value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def name_axes(trials: list[Trial]) -> list[str]:
+    """The settings that name a trial: the varying ones, but those a variant sets (a setting
+    with one value per variant, e.g. the lr_d of a "ttur" variant, is named by the variant)."""
+    axes = varying_axes(trials)
+    if "variant" not in axes:
+        return axes
+    values: dict[tuple[str, Any], set[str]] = {}  # (axis, variant) -> the axis's values in that variant
+    for t in trials:
+        for a in axes:
+            values.setdefault((a, t.params.get("variant")), set()).add(repr(t.params.get(a)))
+    return [a for a in axes if a == "variant" or any(len(v) > 1 for (b, _), v in values.items() if b == a)]
+
+
 def describe(t: Trial, axes: list[str]) -> str:
-    """"z_dim 1" when only z_dim varies, "z_dim 1 lr_g 0.0002" when lr_g varies too."""
-    parts = [f"{p} {fmt_value(t.params[p])}" for p in axes if p in t.params]
+    """"z_dim 1" when only z_dim varies, "z_dim 1 lr_g 0.0002" when lr_g varies too; a variant
+    by its name, first ("pack2 z_dim 1 seed 0")."""
+    axes = sorted(axes, key=lambda a: a != "variant")
+    parts = [str(t.params[p]) if p == "variant" else f"{p} {fmt_value(t.params[p])}"
+             for p in axes if p in t.params and (p != "variant" or t.params[p])]
     return " ".join(parts) or t.name
 
 
 def summary(exp: Experiment) -> str:
     """One paragraph: "2 of 5 trials collapsed: z_dim 1 at step 200, z_dim 2 at step 300; ..."."""
-    trials, axes = exp.trials, varying_axes(exp.trials)
+    trials, axes = exp.trials, name_axes(exp.trials)
     n = len(trials)
     by: dict[str, list[Trial]] = {}
     for t in trials:
@@ -84,11 +100,13 @@ def table_rows(exp: Experiment) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "trial": t.name,
             "z_dim": p.get("z_dim"), "lr_g": p.get("lr_g"), "lr_d": p.get("lr_d"),
-            "family": p.get("family"), "seed": p.get("seed"),
+            "family": p.get("family"), "variant": p.get("variant"), "seed": p.get("seed"),
             "steps": t.steps_run, "total_steps": t.total_steps,
             "stopped_early": t.stopped_early,
             "verdict": t.verdict_name, "status": t.status, "verdict_step": t.verdict_step,
             "reasons": "\n".join(t.reasons),  # one reason per line (reasons contain "; " themselves)
+            "borderline": t.borderline if t.margin is not None else None,
+            **{f"margin_{k}": (t.margin or {}).get(k) for k in MARGIN_KEYS},
         }
         for m in CSV_METRICS:
             row[m] = t.final(m)
@@ -97,8 +115,8 @@ def table_rows(exp: Experiment) -> list[dict[str, Any]]:
     return rows
 
 
-def trials_csv(exp: Experiment) -> str:
-    rows = table_rows(exp)
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """CSV of dicts with the same keys (None as an empty cell)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
@@ -110,7 +128,8 @@ def trials_csv(exp: Experiment) -> str:
 # ---- figures -------------------------------------------------------------------------------
 
 COLUMNS = (("trial", "trial"), ("z_dim", "z_dim"), ("lr_g", "lr_g"), ("lr_d", "lr_d"), ("family", "family"),
-            ("seed", "seed"), ("steps", "steps"), ("stopped_early", "stopped early"), ("status", "verdict"))
+            ("variant", "variant"), ("seed", "seed"), ("steps", "steps"), ("stopped_early", "stopped early"),
+            ("status", "verdict"))
 
 
 def cell(row: dict[str, Any], key: str) -> str:
@@ -131,12 +150,49 @@ def metric_columns(exp: Experiment) -> list[str]:
     return _base_columns(exp) + [m for m in INCEPTION_METRICS if any(t.final(m) is not None for t in exp.trials)]
 
 
+KEY_METRICS = ("classes_covered", "kl_uniform", "fcd", "modes_covered", "hq_share", "reverse_kl")
+
+
+def key_metric_columns(exp: Experiment) -> list[str]:
+    """The numbers summarised over seeds: classes covered, KL, FCD (2D: modes covered, HQ share, reverse KL)."""
+    return [m for m in _base_columns(exp) if m in KEY_METRICS]
+
+
 def _base_columns(exp: Experiment) -> list[str]:
     if exp.config is not None:
         return list(TABLE_METRICS_2D if is_2d(exp.config.data.dataset) else TABLE_METRICS)
     two_d = any(t.final("modes_covered") is not None for t in exp.trials) and not any(
         t.final("classes_covered") is not None for t in exp.trials)
     return list(TABLE_METRICS_2D if two_d else TABLE_METRICS)
+
+
+# verdict.json's "margin" (ganray/collapse.py): the keys trials.csv gets as margin_<key>
+MARGIN_KEYS = ("statistic", "value", "threshold", "low", "high", "level", "method")
+# Short names of the statistics a verdict's margin names.
+STAT_LABEL = {"kl_uniform": "KL", "classes_covered": "classes covered", "duplicate_share": "duplicate share",
+              "near_real_share": "near-real share", "hq_share": "HQ share", "modes_covered": "modes covered",
+              "reverse_kl": "reverse KL", "max_class_share": "largest class share",
+              "mean_confidence": "classifier confidence"}
+
+
+def margin_text(t: Trial) -> str | None:
+    """"KL 0.103, 95% 0.09–0.12 vs 0.1": the deciding statistic, its interval and its threshold."""
+    m = t.margin
+    if not m or not all(isinstance(m.get(k), (int, float)) for k in ("value", "low", "high", "threshold")):
+        return None
+    stat = str(m.get("statistic", "statistic"))
+    level = m.get("level")
+    pct = f"{100 * level:g}% " if isinstance(level, (int, float)) else ""
+    return (f"{STAT_LABEL.get(stat, stat.replace('_', ' '))} {fmt_metric(m['value'])}, "
+            f"{pct}{fmt_metric(m['low'])}–{fmt_metric(m['high'])} vs {fmt_metric(m['threshold'])}")
+
+
+def borderline_mark(t: Trial) -> str:
+    """" (borderline: KL 0.103, 95% 0.09–0.12 vs 0.1)" after a borderline verdict, else ""."""
+    if not t.borderline:
+        return ""
+    text = margin_text(t)
+    return f" (borderline: {text})" if text else " (borderline)"
 
 
 def md_escape(text: str) -> str:

@@ -149,8 +149,8 @@ def trial_resources(cfg: Config) -> dict[str, float]:
         # Ray needs some resource in the trial's bundle: a token of memory keeps every CPU for workers
         # (0.01 CPU per trial would leave two 1-CPU trials unable to share a 2-CPU machine).
         return {"memory": 1 << 20}
-    # Ray sets the actor's OMP_NUM_THREADS from its CPUs as it does a Ray Train worker's: the same
-    # torch threads, so the same arithmetic as a TorchTrainer's single worker
+    # the trial pins torch's threads to train.threads (0 = these CPUs), as a TorchTrainer's worker and
+    # `ganray train --local` do (ganray.train.threads): the same arithmetic in all three
     return {"CPU": sc.cpus_per_worker, "GPU": sc.gpus_per_worker if sc.use_gpu else 0}
 
 

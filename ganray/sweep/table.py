@@ -3,10 +3,13 @@ lines of the finished trials, read from their records."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 
-from ganray import console
+import yaml
+
+from ganray import console, storage
 from ganray.artifacts import layout, reader
-from ganray.config import Config, is_2d
+from ganray.config import Config, ConfigError, is_2d
 
 
 def _progress_callback(cfg: Config, names: list[str]):
@@ -100,18 +103,53 @@ def _trial_label(trial) -> str:
 
 
 def trial_summaries(exp_uri: str, names: list[str]) -> list[str]:
-    """One line per trial from its verdict.json (the run's last word): verdict, step, first reason."""
+    """One line per trial from its verdict.json (the run's last word): verdict, step, first
+    reason; then the grid points (the trials that differ only in their seed): whether their
+    seeds agree, and how many gave each verdict."""
     width = max(len(n) for n in names)
-    out = []
+    out, trials = [], []
     for name in names:
-        v = reader.read_verdict(layout.trial_paths(exp_uri, name).trial)
+        uri = layout.trial_paths(exp_uri, name).trial
+        v = reader.read_verdict(uri)
+        trials.append(_summary_trial(name, uri, v))
         if v is None:
             out.append(f"  {name:<{width}}  no verdict (the trial wrote none; see the log)")
             continue
         step, first = v.get("step"), v.get("first_seen_step")
         when = f"step {step}" + (f" (since {first})" if first not in (None, step) else "")
         early = ", stopped early" if v.get("stopped_early") else ""  # the collapse stopper's own mark
+        early += ", borderline" if trials[-1].borderline else ""  # its margin straddles the threshold
         reasons = v.get("reasons") or []
         line = f"  {name:<{width}}  {v['verdict']:<16} {when}{early}"
         out.append(f"{line}: {reasons[0]}" if reasons else line)
+    return out + point_summaries(trials)
+
+
+def _summary_trial(name: str, uri: str, verdict: dict | None):
+    """What the grid-point lines need of a trial: its settings (config.yaml) and its verdict."""
+    from ganray.report.model import Trial, params_of  # the report's grouping (imported here: it loads matplotlib)
+
+    try:
+        cfg = reader.read_config(storage.join(uri, layout.CONFIG))
+    except (*reader.READ_ERRORS, ConfigError, yaml.YAMLError):
+        cfg = None
+    return Trial(name, uri, params_of(cfg) if cfg is not None else {}, verdict=verdict, configured=cfg is not None)
+
+
+def point_summaries(trials: list) -> list[str]:
+    """One line per grid point: its agreement (settled, seeds disagree, ...) and its verdicts
+    over the seeds; with one seed per point, the one line that says agreement cannot be judged."""
+    from ganray.report.model import Experiment
+    from ganray.report.points import AGREEMENTS, agreement_text, grid_points, point_axes, point_label, seeds_per_point
+
+    points = grid_points(trials)
+    if all(p.n == 1 for p in points):
+        return [f"  {agreement_text(Experiment('', None, trials))}"]
+    axes = point_axes(trials)
+    labels = [point_label(p, axes) for p in points]
+    tally = Counter(p.agreement for p in points)
+    width = max(len(x) for x in labels)
+    out = [f"  grid points: {len(points)}, {seeds_per_point(points)}: "
+           + ", ".join(f"{tally[a]} {a}" for a in AGREEMENTS if tally[a])]
+    out += [f"  {label:<{width}}  {p.agreement:<15}  {p.verdict_text()}" for label, p in zip(labels, points)]
     return out

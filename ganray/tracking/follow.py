@@ -62,6 +62,8 @@ def sweep_params(cfg: Config) -> dict[str, Any]:
     for key, short in SWEEP_PARAMS.items():
         sec, name = key.split(".")
         out[short] = d[sec][name]
+    if cfg.experiment.variant:  # a sweep.variants trial: the name of its set of overrides
+        out["variant"] = cfg.experiment.variant
     return out
 
 

@@ -30,6 +30,9 @@ COMPATIBLE_KEYS = (
     ("model", "g_ema"),
     ("model", "leaky_slope"),
     ("model", "bn_eps"),
+    ("model", "pack"),  # the remedies build another D (its input, its layers, its state_dict keys)
+    ("model", "minibatch_std"),
+    ("model", "spectral_norm"),
     ("data", "dataset"),
 )
 

@@ -204,7 +204,7 @@ def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device)
     reason = f"non-finite training values at step {s.step}: {where}"
     log.error("diverged: %s", reason)
     return {"verdict": "diverged", "step": s.step, "first_seen_step": s.step, "reasons": [reason],
-            "stopped_early": False, "counts": None, "evaluator": None}
+            "stopped_early": False, "counts": None, "margin": None, "evaluator": None}
 
 
 def _eval_samples(s: TrainingState, device: torch.device) -> torch.Tensor:
@@ -222,6 +222,7 @@ def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, de
     log.info("step %d: %s (%s)", s.step, res.verdict, "; ".join(res.reasons))
     return {"verdict": res.verdict, "step": s.step, "first_seen_step": res.first_seen_step,
             "reasons": list(res.reasons), "stopped_early": False, "counts": res.counts,
+            "margin": res.margin,  # the deciding statistic, threshold and interval (ganray.collapse.margin_of)
             "evaluator": s.evaluator.state_dict()}
 
 
