@@ -26,6 +26,7 @@ from ganray.artifacts import layout, reader
 from ganray.artifacts.recorder import TrialRecorder, scalar_metrics
 from ganray.config import Config
 from ganray.train import TrainResult, checkpoint, train
+from ganray.train.threads import pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def train_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()  # Ray:
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()  # Ray: this worker's GPU, or cpu
+    pin_threads(cfg, say=rank == 0)  # the count of a sweep trial or `ganray train --local`, not Ray's OMP_NUM_THREADS
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         if world_size > 1 and cfg.scaling.sync_batchnorm:
@@ -319,10 +321,17 @@ def prepare_classifier(cfg: Config, say: Callable[[str], None] = print) -> None:
         import ray  # Ray: one task, placed as a worker of the run would be
 
         sc = c.scaling
-        task = ray.remote(num_cpus=sc.cpus_per_worker, num_gpus=sc.gpus_per_worker if sc.use_gpu else 0)(fn)
-        return ray.get(task.remote(c))
+        task = ray.remote(num_cpus=sc.cpus_per_worker, num_gpus=sc.gpus_per_worker if sc.use_gpu else 0)(_pinned)
+        return ray.get(task.remote(fn, c))
 
     prepare(cfg, say=say, run=in_a_worker_sized_task)
+
+
+def _pinned(fn: Callable[[Config], Any], cfg: Config) -> Any:
+    """fn(cfg) with the torch threads of a training process (a classifier trained in a Ray task
+    gets the weights `ganray train --local` would train); module-level, so that it pickles."""
+    pin_threads(cfg, say=False)
+    return fn(cfg)
 
 
 def run_train(cfg: Config, trial: str = "train") -> tuple[TrainResult, str]:

@@ -16,6 +16,7 @@ from ganray.artifacts.recorder import TrialRecorder
 from ganray.config import Config
 from ganray.metrics.classifier.ready import prepare as prepare_classifier
 from ganray.train import TrainResult, checkpoint, train
+from ganray.train.threads import pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ def run_local(cfg: Config, trial: str = "train", progress: bool = True) -> Train
     cfg = storage.resolve_config(cfg)
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
     layout.write_experiment_config(paths.experiment, cfg.to_yaml())
+    pin_threads(cfg)  # before a classifier is trained here: its weights depend on the count too
     # the reference classifier trained (when none is stored) with a line on the console, not silently
     # inside the loop's first evaluation: ganray.metrics.classifier.ready
     prepare_classifier(cfg, say=print if progress else log.info)
@@ -45,6 +47,7 @@ def run_trial(cfg: Config, trial: str, *, stopper: Any = None,
     keep_checkpoints: the newest this many checkpoints are kept (None: all)."""
     cfg = storage.resolve_config(cfg)
     paths = layout.trial_paths(storage.experiment_uri(cfg), trial)
+    pin_threads(cfg)  # per trial: a reused Tune actor may have run a trial of another config
     resume = None
     last = reader.latest_checkpoint(paths.trial)
     if last is not None:

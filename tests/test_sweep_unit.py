@@ -35,6 +35,7 @@ def test_variants_are_one_axis_whose_values_set_several_keys():
     assert [(c.train.lr_d, c.train.lr_g) for c in configs][4] == (4e-4, 1e-4)
     assert configs[0].train.lr_d == 2e-4 and configs[3].experiment.seed == 3
     assert [c.experiment.variant for c in configs] == ["baseline"] * 2 + ["pack2"] * 2 + ["ttur"] * 2
+    assert sweep.describe_grid(cfg) == "variants baseline, pack2, ttur; z_dim 2; seeds 0, 3"
     assert all(c.sweep.variants == cfg.sweep.variants for c in configs)  # the trials keep the sweep's own setting
 
 

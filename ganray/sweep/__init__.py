@@ -367,7 +367,8 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
 
     with console.RunConsole("sweep", exp_uri, verbose=getattr(args, "verbose", False)) as con:
         con.header([f"ganray sweep {cfg.experiment.name}: {len(points)} trials ({describe_grid(cfg)}), "
-                    f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}",
+                    f"{cfg.train.steps} steps each, {cfg.data.dataset}, family {cfg.train.family}"
+                    + (" (unless a variant sets them)" if cfg.sweep.variants else ""),
                     *([f"  grid      {note}"] if note else []),
                     *([f"  tracking  {tracking.describe(cfg)}"] if tracking.describe(cfg) else []),
                     f"  results   {exp_uri}"])
@@ -389,8 +390,9 @@ def main(argv: list[str] | None = None, *, description: str = "Ray Tune sweep", 
 
 
 def describe_grid(cfg: Config) -> str:
-    parts = [f"{field} {', '.join(_fmt(v) for v in getattr(cfg.sweep, field))}"
-             for field, _ in SWEEP_AXES if field != "seeds" and getattr(cfg.sweep, field)]
+    parts = [f"variants {', '.join(parse_variant(v)[0] for v in cfg.sweep.variants)}"] if cfg.sweep.variants else []
+    parts += [f"{field} {', '.join(_fmt(v) for v in getattr(cfg.sweep, field))}"
+              for field, _ in SWEEP_AXES if field != "seeds" and getattr(cfg.sweep, field)]
     if len(cfg.sweep.seeds) > 1:
         parts.append(f"seeds {', '.join(map(str, cfg.sweep.seeds))}")
     return "; ".join(parts) or "one point"

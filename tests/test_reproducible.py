@@ -1,0 +1,138 @@
+"""Issue 16, point 1: the same config and seed give the same metrics and verdict in fresh processes
+on one machine (CPU), whether the trial runs alone under `ganray train --local` or beside another
+trial in a sweep (docs/distributed.md, "Reproducibility").
+
+What made them differ: torch's thread count. `ganray train --local` took OMP_NUM_THREADS from the
+shell, or else one thread per core (2 on the project's machine), while a sweep trial's Tune actor
+gets OMP_NUM_THREADS = its CPUs (1) from Ray; 1 and 2 threads add a convolution's sums in another
+order: this test's trial in the sweep differed from the one alone from its row of step 7 on
+(d_real), and every evaluation after it. train.threads (0 = scaling.cpus_per_worker) now pins
+the count in every training process (ganray.train.threads).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ganray.artifacts import reader
+from ganray.config import load
+from ganray.sweep import grid, trial_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One short trial on the 5,000 offline MNIST digits: cadences that do not divide each other (rows
+# at 4 7 8 9 10 12 14 16 18 20 21 23: logs every 4, sample grids every 7, checkpoints every 9,
+# evaluations every 10, and the last step 23). The sweep's grid gives its trial z2-s3 exactly
+# this config: model.z_dim from sweep.z_dim, experiment.seed from sweep.seeds. The collapse
+# stopper is off: its count of bad evaluations is the sweep's state, kept in verdict.json
+# ("stopper"), where `ganray train --local`, which has no stopper, writes null.
+CONFIG = """\
+experiment: {name: repro, seed: 3}
+data: {dataset: mnist5k, n_train: 400}
+model: {z_dim: 2, width: 0.125}
+train: {steps: 23, batch_size: 16, log_every: 4, sample_every: 7, checkpoint_every: 9, eval_every: 10}
+scaling: {num_workers: 1, cpus_per_worker: 1}
+eval: {n: 200, n_fixed_z: 16}
+sweep: {z_dim: [3, 2], seeds: [3], stopper: false}
+"""
+ROW_STEPS = [4, 7, 8, 9, 10, 12, 14, 16, 18, 20, 21, 23]
+# The only fields left out of the comparison: wall-clock ones, measured in seconds. `time` is when
+# the row was written (Unix seconds), `elapsed_sec` the seconds since the run started; both depend
+# on the machine's load. verdict.json holds none; every other field of every row is compared exactly.
+WALL_CLOCK = ("time", "elapsed_sec")
+
+
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell gives: none of the thread, storage or Ray settings of the
+    test process, plus `extra`."""
+    drop = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GANRAY_STORAGE", "RAY_ADDRESS")
+    return {**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run(cwd: Path, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{argv}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def record(trial: Path) -> tuple[list[dict], dict, dict[str, bytes]]:
+    """(metrics rows without the wall-clock fields, verdict.json, {sample grid: PNG bytes})."""
+    rows = reader.read_rows(str(trial))
+    timed = {k for r in rows for k in r if k.endswith(("_sec", "_s", "_seconds"))} - set(WALL_CLOCK)
+    assert not timed, f"fields measured in seconds that the comparison does not leave out: {timed}"
+    rows = [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]
+    verdict = json.loads((trial / "verdict.json").read_text())
+    return rows, verdict, {p.name: p.read_bytes() for p in sorted((trial / "samples").glob("*.png"))}
+
+
+@pytest.mark.slow  # about 40 s: two fresh processes and a sweep with its Ray start
+def test_one_trial_alone_twice_and_in_a_two_trial_sweep_gives_identical_metrics_and_verdict(tmp_path):
+    (tmp_path / "repro.yaml").write_text(CONFIG)
+    cfg = load(str(tmp_path / "repro.yaml"))
+    names = {trial_name(p): p for p in grid(cfg)}
+    assert list(names) == ["z3-s3", "z2-s3"]  # the sweep's trial z2-s3 is the config's own point
+    assert names["z2-s3"] == {"model.z_dim": 2, "experiment.seed": 3}
+
+    # alone, twice, each a fresh `ganray train --local` from its own directory with the default
+    # storage (./ganray_results, relative): once in a shell without OMP_NUM_THREADS (torch's own
+    # default: one thread per core), once in one that sets 3
+    alone = []
+    for name, extra in (("alone", {}), ("alone-omp3", {"OMP_NUM_THREADS": "3"})):
+        (tmp_path / name).mkdir()
+        run(tmp_path / name, "-m", "ganray.cli", "train", "--local", "../repro.yaml", "--quiet", env=user_env(**extra))
+        alone.append(record(tmp_path / name / "ganray_results" / "repro" / "trials" / "train"))
+
+    # inside a sweep: the two trials run in their Tune actors, side by side where there are 2 CPUs
+    (tmp_path / "sweep").mkdir()
+    run(tmp_path / "sweep", str(ROOT / "jobs" / "sweep_zdim.py"), "--config", "../repro.yaml", "--no-report",
+        env=user_env(RAY_ADDRESS="local"))  # a Ray of its own, not one another process started here
+    trials = tmp_path / "sweep" / "ganray_results" / "repro" / "trials"
+    ran = yaml.safe_load((trials / "z2-s3" / "config.yaml").read_text())
+    assert (ran["model"]["z_dim"], ran["experiment"]["seed"]) == (2, 3)
+    in_sweep = record(trials / "z2-s3")
+
+    rows, verdict, samples = alone[0]
+    assert [r["step"] for r in rows] == ROW_STEPS and {r["seed"] for r in rows} == {3}
+    assert [r["step"] for r in rows if "fcd" in r] == [10, 20, 23]
+    assert verdict["step"] == 23 and verdict["verdict"] and verdict["reasons"], verdict
+    assert sorted(samples) == ["step_000007.png", "step_000014.png", "step_000021.png", "step_000023.png"]
+    for other, where in ((alone[1], "alone with OMP_NUM_THREADS=3"), (in_sweep, "in the sweep")):
+        for a, b in zip(rows, other[0]):  # the first row that differs, named
+            assert a == b, f"{where}: step {a['step']} differs: " + ", ".join(
+                f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        assert other[0] == rows, where
+        assert other[1] == verdict, where
+        assert other[2] == samples, where
+    # the other trial of the sweep is another point: it is not the same numbers by accident
+    assert record(trials / "z3-s3")[0] != rows
+
+
+def test_train_threads_is_the_workers_cpus_rounded_down_at_least_one_and_is_pinned_and_said_once(caplog):
+    from ganray.train import threads
+
+    cases = {(0, 1.0): 1, (0, 2.5): 2, (0, 0.5): 1, (3, 1.0): 3, (1, 4.0): 1}
+    for (n, cpus), want in cases.items():
+        cfg = load(None, [f"train.threads={n}", f"scaling.cpus_per_worker={cpus}"])
+        assert threads.train_threads(cfg) == want, (n, cpus)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        threads._said.clear()
+        cfg = load(None, ["scaling.cpus_per_worker=2"])
+        with caplog.at_level(logging.INFO, logger="ganray.train.threads"):
+            assert threads.pin_threads(cfg) == 2 == torch.get_num_threads()
+            threads.pin_threads(cfg)  # a reused actor's next trial: set again, not said again
+            threads.pin_threads(load(None, ["train.threads=1"]))
+        assert torch.get_num_threads() == 1
+        assert caplog.messages == ["torch threads: 2 (scaling.cpus_per_worker 2; torch had 3)",
+                                   "torch threads: 1 (train.threads; torch had 2)"]
+    finally:
+        torch.set_num_threads(before)
