@@ -18,11 +18,11 @@ first that applies):
 Advisory reasons (no verdict of their own): fixed-z flip rate, flat losses or D accuracy,
 BEGAN's M_global rising.
 
-Margins: each rule above compares one statistic with one threshold (`Rule`). The verdict's
-deciding rule (a healthy verdict: the rule nearest to flipping it) comes with an interval for its
-statistic at eval.interval_level (ganray/metrics/intervals.py) in the result's `margin`; when the
-interval straddles the threshold the deciding reason says "borderline". The point estimate alone
-decides the verdict.
+Margins: each rule above compares one statistic with one threshold (`Rule`), and every rule is
+checked every time. The result's `margin` names the deciding rule's statistic (a healthy verdict:
+the rule nearest to flipping it) with an interval at eval.interval_level (ganray/metrics/intervals.py);
+the verdict is borderline, and its reason says so, when ≥ (1 − level)/2 of the bootstrap resamples,
+re-judged with every rule, give another verdict (`flip_share`). The point estimate alone decides the verdict.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,7 +45,7 @@ from ganray.metrics.classifier import classifier_key
 from ganray.metrics.classifier.store import reference_classifier
 from ganray.metrics.inception import InceptionScorer
 from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
-from ganray.metrics.intervals import Evidence
+from ganray.metrics.intervals import APPROXIMATE_BELOW, Evidence
 from ganray.metrics.mixture_coverage import HQ_SIGMAS
 from ganray.metrics.prdc import expected_coverage
 
@@ -55,6 +56,8 @@ HQ_PROBABILITY = 1.0 - math.exp(-(HQ_SIGMAS**2) / 2)
 
 # Finding ranks: the verdict is the lowest rank found.
 _RANK = {"diverged": 0, "collapsed_copies": 1, "garbage": 2, "collapsed": 3, "partial_collapse": 4}
+_HEALTHY = len(_RANK)  # the rank of no finding
+_VERDICT_AT = np.array(["diverged", "collapsed", "garbage", "collapsed", "partial_collapse", "healthy"])  # rank -> verdict
 
 
 @dataclass
@@ -99,22 +102,35 @@ class Rule:
 
 @dataclass
 class _Findings:
-    # (rank, verdict, reason, rules): the rule that fired, then the next verdict's on the same statistic
-    items: list[tuple[int, str, str, tuple[Rule, ...]]] = field(default_factory=list)
+    items: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, verdict, reason) of each finding
     notes: list[str] = field(default_factory=list)  # advisory
-    unfired: list[Rule] = field(default_factory=list)  # rules checked that did not fire
+    rules: list[tuple[str, Rule]] = field(default_factory=list)  # every rule checked, with the finding it makes
 
-    def add(self, key: str, reason: str, *rules: Rule) -> None:
-        verdict = "collapsed" if key == "collapsed_copies" else key
-        self.items.append((_RANK[key], verdict, reason, rules))
+    def add(self, key: str, reason: str) -> None:
+        self.items.append((_RANK[key], str(_VERDICT_AT[_RANK[key]]), reason))
+
+    def check(self, key: str, *rules: Rule) -> None:
+        self.rules += [(key, rule) for rule in rules]
 
 
 @dataclass(frozen=True)
 class Assessment:
     verdict: str
     reasons: list[str]
-    deciding: tuple[Rule, ...]  # the rule behind the verdict, then the severer one it could flip to (): healthy, diverged
-    unfired: list[Rule]  # the rules checked that did not fire: a healthy verdict's margin is one of them
+    rules: tuple[tuple[str, Rule], ...] = ()  # every rule checked, fired or not, with its finding (a `_RANK` key)
+    floor: int = _HEALTHY  # the rank of the findings no rule compares (diverged: 0): a resample cannot change them
+
+    def rank_of(self, fires: list[np.ndarray | bool]) -> np.ndarray:
+        """The verdict's rank where rule i fires as fires[i] (one bool, or one per resample [B])."""
+        rank = np.asarray(self.floor)
+        for (key, _), fired in zip(self.rules, fires):
+            rank = np.where(fired, np.minimum(rank, _RANK[key]), rank)
+        return rank
+
+    def verdicts_at(self, values: list[np.ndarray | float]) -> np.ndarray:
+        """The verdict of each resample [B] where rule i's statistic takes values[i] ([B], or the point value):
+        the same rules, every one evaluated (a verdict changes only when every rule giving it stops firing)."""
+        return _VERDICT_AT[self.rank_of([rule.fires(np.asarray(v)) for (_, rule), v in zip(self.rules, values)])]
 
 
 def _n(x: float) -> str:
@@ -136,7 +152,6 @@ def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> 
         return
     covered, K = m[key], s.num_modes
     expected = expected_covered(s)
-    ratio = covered / expected if expected > 0 else 0.0
     what = "modes" if s.kind != IMAGE else "classes"
     if s.kind == IMAGE and "covered_share" in m:
         text = f"{_n(covered)} of {_n(K)} {what} hold {m['covered_share']:.0%} of {_n(s.n)} samples"
@@ -156,15 +171,17 @@ def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> 
     partial = Rule(key, covered, th.coverage_partial * expected, "<", f"partial_collapse below {th.coverage_partial:g} × {of}")
     kl_rule = (Rule(kl_key, kl_excess, th.kl_partial, ">", f"partial_collapse above {th.kl_partial:g} nats of KL to "
                     f"uniform less its (K − 1)/2n = {bias:.3g} small-sample bias") if kl is not None else None)
-    if ratio <= th.coverage_collapsed:
-        f.add("collapsed", text, collapsed)
-    elif ratio < th.coverage_partial:
-        f.add("partial_collapse", text, partial, collapsed)  # flips to healthy above, to collapsed below
-    elif kl_excess is not None and kl_excess > th.kl_partial:
-        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {bias:.3f} small-sample bias)", kl_rule)
+    # every rule is checked (the margins re-judge them all); the reason quotes the severest that fired
+    f.check("collapsed", collapsed)
+    f.check("partial_collapse", partial, *([kl_rule] if kl_rule is not None else []))
+    if collapsed.fires(covered):
+        f.add("collapsed", text)
+    elif partial.fires(covered):
+        f.add("partial_collapse", text)
+    elif kl_rule is not None and kl_rule.fires(kl_excess):
+        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {bias:.3f} small-sample bias)")
     else:
         f.notes.append(text)
-        f.unfired += [partial] + ([kl_rule] if kl_rule is not None else [])
 
 
 def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
@@ -178,12 +195,12 @@ def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
                    f"{th.duplicate_partial:.0%} {of}")
     collapsed = Rule("duplicate_share", dup, th.duplicate_collapsed, ">=",
                      f"collapsed at or above {th.duplicate_collapsed:.0%} {of}")
-    if dup >= th.duplicate_collapsed:
-        f.add("collapsed_copies", text, collapsed)
-    elif dup >= th.duplicate_partial:
-        f.add("partial_collapse", text, partial, collapsed)
-    else:
-        f.unfired.append(partial)
+    f.check("collapsed_copies", collapsed)
+    f.check("partial_collapse", partial)
+    if collapsed.fires(dup):
+        f.add("collapsed_copies", text)
+    elif partial.fires(dup):
+        f.add("partial_collapse", text)
 
 
 def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
@@ -191,29 +208,26 @@ def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> N
         if "hq_share" in m:
             rule = Rule("hq_share", m["hq_share"], th.hq_garbage, "<",
                         f"garbage below {th.hq_garbage:.0%} of samples within {HQ_SIGMAS:g} sigma of a mode")
+            f.check("garbage", rule)
             if rule.fires(rule.value):
                 f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
-                                 f"(a perfect generator: {HQ_PROBABILITY:.1%})", rule)
-            else:
-                f.unfired.append(rule)
+                                 f"(a perfect generator: {HQ_PROBABILITY:.1%})")
         return
     if "near_real_share" in m:
         rule = Rule("near_real_share", m["near_real_share"], th.near_real_garbage, "<",
                     f"garbage below {th.near_real_garbage:.0%} of samples as near the real features as real ones are")
+        f.check("garbage", rule)
         if rule.fires(rule.value):
             text = (f"only {m['near_real_share']:.0%} of samples lie as near the real data (classifier features) "
                     "as 95% of real samples do")
             extra = [f"{k} {m[k]:.{p}f}" for k, p in (("fcd", 1), ("density", 2)) if k in m]
-            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""), rule)
-        else:
-            f.unfired.append(rule)
+            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""))
     elif "mean_confidence" in m:
         rule = Rule("mean_confidence", m["mean_confidence"], th.confidence_garbage, "<",
                     f"garbage below a mean classifier confidence of {th.confidence_garbage:g}")
+        f.check("garbage", rule)
         if rule.fires(rule.value):
-            f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}", rule)
-        else:
-            f.unfired.append(rule)
+            f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}")
 
 
 def _prdc_note(m: dict[str, float], s: Setting, f: _Findings) -> None:
@@ -243,7 +257,7 @@ def judge(m: dict[str, float], s: Setting, th: EvalConfig) -> tuple[str, list[st
 
 
 def assess(m: dict[str, float], s: Setting, th: EvalConfig) -> Assessment:
-    """The verdict, its reasons, the rule that decided it and the rules that did not fire."""
+    """The verdict, its reasons and every rule checked (`Assessment.verdicts_at` re-judges them)."""
     f = _Findings()
     if m.get("nonfinite_stats", 0.0) > 0:
         f.add("diverged", f"{int(m['nonfinite_stats'])} logged training entries hold NaN or inf")
@@ -252,10 +266,11 @@ def assess(m: dict[str, float], s: Setting, th: EvalConfig) -> Assessment:
     _coverage(m, s, th, f)
     _prdc_note(m, s, f)
     _advisory(m, th, f)
+    floor = _RANK["diverged"] if m.get("nonfinite_stats", 0.0) > 0 else _HEALTHY
     if not f.items:
-        return Assessment("healthy", f.notes, (), f.unfired)
+        return Assessment("healthy", f.notes, tuple(f.rules), floor)
     f.items.sort(key=lambda t: t[0])
-    return Assessment(f.items[0][1], [r for _, _, r, _ in f.items] + f.notes, f.items[0][3], f.unfired)
+    return Assessment(f.items[0][1], [r for _, _, r in f.items] + f.notes, tuple(f.rules), floor)
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -265,9 +280,12 @@ def _num(x: float, digits: int = 3) -> str:
 
 def format_margin(margin: dict[str, Any]) -> str:
     """One line for a margin payload: "margin: kl_uniform 0.1003, threshold 0.1, 95% interval
-    0.0782–0.12 (bootstrap (200 resamples)); BORDERLINE; partial_collapse above ..." (BORDERLINE when so)."""
+    0.0782–0.12 (bootstrap (200 resamples)); 50% of resamples judge otherwise; BORDERLINE; partial_collapse
+    above ..." (BORDERLINE when so; the flip share where there were resamples)."""
     text = (f"margin: {margin['statistic']} {_num(margin['value'], 4)}, threshold {_num(margin['threshold'], 4)}, "
             f"{margin['level'] * 100:g}% interval {_num(margin['low'])}–{_num(margin['high'])} ({margin['method']})")
+    if margin.get("flip_share") is not None:
+        text += f"; {margin['flip_share']:.1%} of resamples judge otherwise"
     return text + ("; BORDERLINE" if margin["borderline"] else "") + f"; {margin['rule']}"
 
 
@@ -285,34 +303,78 @@ def _nearness(rule: Rule, low: float, high: float) -> tuple[bool, float, float]:
     return not _straddles(rule, low, high), scaled, abs(gap) / max(abs(rule.threshold), 1e-12)
 
 
-def margin_of(a: Assessment, evidence: Evidence) -> tuple[dict[str, Any] | None, list[str]]:
-    """(the margin payload, the reasons with "borderline" where the interval straddles the threshold).
+def _deciding(a: Assessment, scored: dict[int, tuple]) -> int:
+    """The rule whose margin the payload quotes (an index into a.rules): among the firmest of the rules
+    giving the verdict's first reason (it turns milder only when every one of them stops firing) and each
+    severer rule that did not fire (any one firing turns it severer), a straddling interval first, then
+    the rule giving the verdict, then `_nearness`; for a healthy verdict the nearest of every rule."""
+    point = [rule.fires(rule.value) for _, rule in a.rules]
+    rank = int(a.rank_of(point))
+    giving = [i for i in scored if point[i] and _RANK[a.rules[i][0]] == rank]  # the first reason's finding
+    severer = [i for i in scored if not point[i] and _RANK[a.rules[i][0]] < rank
+               and _VERDICT_AT[_RANK[a.rules[i][0]]] != a.verdict]
+    firmest = [max(giving, key=lambda i: scored[i][0])] if giving else []
+    return min(firmest + severer or list(scored), key=lambda i: (scored[i][0][0], i not in giving, *scored[i][0][1:]))
 
-    The margin is that of the rule nearest to flipping the verdict (`_nearness`): among the deciding
-    rule and the severer one on its statistic (partial_collapse by coverage: healthy above 0.95 ×,
-    collapsed at 0.5 ×), or, for a healthy verdict, among the rules that did not fire. None for
-    diverged, or when no interval can be computed."""
-    rules = a.deciding or ([] if a.verdict == "diverged" else a.unfired)
-    scored = []
-    for rule in rules:
+
+def _flips(a: Assessment, evidence: Evidence, held: set[str]) -> tuple[int, dict[str, int]]:
+    """(resamples whose verdict differs from a.verdict, their verdicts' counts), every rule re-judged on
+    the evidence's resampled values; the statistics in `held` (and those without resamples) keep their point value."""
+    values = []
+    for _, rule in a.rules:
+        v = None if rule.statistic in held else evidence.values(rule.statistic, rule.value)
+        values.append(rule.value if v is None else v)
+    verdicts = np.broadcast_to(a.verdicts_at(values), (evidence.resamples,))
+    other, counts = np.unique(verdicts[verdicts != a.verdict], return_counts=True)
+    return int(counts.sum()), dict(zip(map(str, other), map(int, counts)))
+
+
+def _flip_text(k: int, B: int, others: dict[str, int]) -> str:
+    """"46 of 200 resamples judge otherwise (healthy 40, collapsed 6)"."""
+    return f"{k} of {B} resamples judge otherwise ({', '.join(f'{v} {c}' for v, c in sorted(others.items()))})"
+
+
+def margin_of(a: Assessment, evidence: Evidence) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the margin payload, the reasons with "borderline" exactly when the payload's borderline is true).
+
+    Borderline: every resample of the evidence (the histogram's, binomial draws of the shares) is
+    re-judged with every rule, and the verdict is borderline when at least (1 − level)/2 of them
+    (0.95: 5 of 200) judge otherwise (`flip_share`); statistics whose bootstrap is only approximate
+    (KL at n/K < 10) keep their point value there, and what they would add is reported, not counted.
+    The payload's statistic is the verdict's deciding rule, or a severer one whose interval straddles
+    its threshold; for a healthy verdict the rule nearest to flipping it (`_deciding`), with its
+    interval. None for diverged, or when no interval can be computed."""
+    reasons = list(a.reasons)
+    scored = {}
+    for i, (_, rule) in enumerate(a.rules):
         iv = evidence.interval(rule.statistic, rule.value)
         if iv is not None and all(math.isfinite(v) for v in (rule.value, rule.threshold, iv.low, iv.high)):
-            scored.append((_nearness(rule, iv.low, iv.high), rule, iv))
-    if not scored:
-        return None, list(a.reasons)
-    _, rule, iv = min(scored, key=lambda t: t[0])
-    borderline = _straddles(rule, iv.low, iv.high)
+            scored[i] = (_nearness(rule, iv.low, iv.high), iv)
+    if a.verdict == "diverged" or not scored:
+        return None, reasons
+    i = _deciding(a, scored)
+    rule, iv = a.rules[i][1], scored[i][1]
+    B, level = evidence.resamples, evidence.level
+    held = {r.statistic for _, r in a.rules if evidence.approximate(r.statistic)}
+    k, others = _flips(a, evidence, held) if B > 0 else (0, {})
+    k_all, others_all = _flips(a, evidence, set()) if B > 0 and held else (k, others)
+    borderline = B > 0 and k >= (1.0 - level) / 2 * B - 1e-9
     margin = {"statistic": rule.statistic, "value": float(rule.value), "threshold": float(rule.threshold),
-              "low": float(iv.low), "high": float(iv.high), "level": float(evidence.level), "method": iv.method,
-              "borderline": borderline, "rule": rule.text}
-    reasons = list(a.reasons)
+              "low": float(iv.low), "high": float(iv.high), "level": float(level), "method": iv.method,
+              "borderline": bool(borderline), "rule": rule.text, "flip_share": k / B if B > 0 else None,
+              "approximate": ({"statistics": sorted(held), "flip_share": k_all / B} if held and B > 0 else None)}
+    side = "straddles" if _straddles(rule, iv.low, iv.high) else "vs"
+    clause = ""
     if borderline:
-        clause = (f"borderline: {evidence.level * 100:g}% interval {_num(iv.low)}–{_num(iv.high)} "
-                  f"straddles {_num(rule.threshold)}")
-        if a.deciding:
-            reasons[0] += f" ({clause})"
-        else:  # healthy, but the nearest rule could flip it
-            reasons.insert(0, f"{rule.statistic} {_num(rule.value)}: {clause} ({rule.text})")
+        clause = (f"borderline: {level * 100:g}% interval {_num(iv.low)}–{_num(iv.high)} {side} "
+                  f"{_num(rule.threshold)}; {_flip_text(k, B, others)}")
+    elif held and k_all >= (1.0 - level) / 2 * B - 1e-9:  # said, not counted: no "borderline" in it
+        clause = (f"{_flip_text(k_all, B, others_all)} with {' and '.join(sorted(held))} resampled too, whose "
+                  f"bootstrap is approximate at n/K = {evidence.n / evidence.K:.3g} < {APPROXIMATE_BELOW} (not counted)")
+    if clause and a.verdict != "healthy":
+        reasons[0] += f" ({clause})"
+    elif clause:  # healthy, but the resamples could flip it
+        reasons.insert(0, f"{rule.statistic} {_num(rule.value)}: {clause} ({rule.text})")
     return margin, reasons
 
 

@@ -69,6 +69,11 @@ def test_resume_is_bitwise_equal_to_a_straight_run(tmp_path, family, extra):
         _assert_same_state(a[key], b[key], key)
     if family == "began":
         assert 0.0 <= a["family_state"]["k_t"] <= 1.0
+    # training seconds count on over the resume: the checkpoint's elapsed_sec, then this run's
+    carried = state["elapsed_sec"]
+    assert carried == ckpts_half[10]["elapsed_sec"] > 0
+    assert all(m["elapsed_sec"] > carried for _, m in reports2)
+    assert ckpts2[20]["elapsed_sec"] == [m for s, m in reports2 if s == 20][0]["elapsed_sec"]
 
 
 def test_same_seed_same_run_other_seed_other_run():

@@ -122,8 +122,8 @@ def test_report_says_which_points_are_settled_and_marks_borderline_verdicts(zdim
     assert ("Across seeds (3 seeds per grid point): 1 of 2 points settled (all seeds agree): z_dim 10 healthy; "
             "1 disagrees: z_dim 2 — collapsed in 2 of 3 seeds (first seen at steps 100–200), partially collapsed in "
             "1 of 3 (first seen at step 300).") in md
-    assert ("1 borderline (the interval of the deciding statistic straddles its threshold, so another draw of "
-            "samples could give the other verdict): z_dim 2 seed 2 partially collapsed at step 300 "
+    assert ("1 borderline (another draw of evaluation samples could give another verdict: at least "
+            "(1 - level)/2 of the bootstrap resamples do): z_dim 2 seed 2 partially collapsed at step 300 "
             "(borderline: KL 0.103, 95% 0.09–0.12 vs 0.1).") in md
     row = next(line for line in md.splitlines() if line.startswith("| z2-s2 |"))
     assert "| partially collapsed at step 300 (borderline: KL 0.103, 95% 0.09–0.12 vs 0.1) |" in row

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -341,6 +342,45 @@ def _process_tree(pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+def test_ctrl_c_says_the_sweep_was_interrupted_and_the_same_command_resumes_it(tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the driver's whole process group. Tune stops; the sweep
+    must not say it finished: it names the trials that did not start and the command that
+    resumes them, and exits 1 with that reason; that command then runs them."""
+    args = ["--smoke", "--storage", str(tmp_path), "--no-report", "--set", "sweep.z_dim=[1,2,10]",
+            "--set", "sweep.max_concurrent_trials=1", "--set", "sweep.stopper=false", "--set", "train.steps=300",
+            "--set", "train.log_every=7", "--set", "train.eval_every=150", "--set", "train.checkpoint_every=150",
+            "--set", "train.sample_every=150"]
+    first = trial_names("sweep.z_dim=[1,2,10]")[0]
+    out = tmp_path / "out.log"
+    with open(out, "w") as log:
+        driver = subprocess.Popen([sys.executable, JOB, *args], cwd=ROOT, env={**os.environ, **SWEEP_ENV},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while _last_step(tmp_path / "zdim-mnist-local-smoke" / "trials" / first) < 7:
+                assert driver.poll() is None and time.time() < deadline, out.read_text()[-4000:]
+                time.sleep(0.2)
+            os.killpg(driver.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+            rc = driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+    text = out.read_text()
+    assert rc == 1, text[-4000:]
+    assert "sweep finished in" not in text
+    assert re.search(r"sweep interrupted after .*: 2 of 3 trials did not start; 1 started", text), text[-4000:]
+    assert ("error: run failed: the sweep was interrupted before 2 of its 3 trials started; run the same command "
+            "again to resume it") in text, text[-4000:]
+    # ... and that command does: the trials that never started run from the restored Tune state
+    # (their params once came back from it as tuples, and every one of them failed)
+    r = run_job(*args)
+    assert r.returncode == 0, tail(r)
+    assert "resuming  the sweep stored at" in r.stdout, tail(r)
+    for name in trial_names("sweep.z_dim=[1,2,10]"):
+        verdict = read_json(str(tmp_path / "zdim-mnist-local-smoke" / "trials" / name / "verdict.json"))
+        assert verdict["step"] == 300, (name, verdict)
+
+
 def test_killed_driver_then_same_command_keeps_finished_trials_and_resumes_the_others(tmp_path):
     steps, every = 400, 50  # a checkpoint (a Ray Train report with an upload) costs ~1 s here: not too many
     args = ["--smoke", "--storage", str(tmp_path), "--no-report",

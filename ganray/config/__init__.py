@@ -255,6 +255,17 @@ def from_dict(raw: Any) -> Config:
     return cfg
 
 
+def from_yaml(text: str) -> Config:
+    """The Config of `Config.to_yaml()` text (a sweep hands each Tune trial its config as this text:
+    Tune keeps it as it is when it saves and restores a run, which it does not do for objects)."""
+    return from_dict(yaml.safe_load(text))
+
+
+def config_of(value: "Config | str") -> Config:
+    """A Config given as itself or as its to_yaml() text."""
+    return value if isinstance(value, Config) else from_yaml(value)
+
+
 def _set_dotted(d: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     if len(parts) != 2 or not all(parts):

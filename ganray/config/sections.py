@@ -231,7 +231,8 @@ class EvalConfig:
     flat_rel_range: float = _f(0.01, ge=0, doc="a loss is flat when (max - min) / |mean| over the window is below this")
     m_global_rise: float = _f(0.1, ge=0, doc="BEGAN: a reason when M_global's fitted line rises by more than this share")
     interval_level: float = _f(0.95, gt=0, le=0.999, doc="confidence level of the interval each verdict quotes for its "
-                                                      "deciding statistic (borderline when it straddles the threshold)")
+                                                      "deciding statistic; borderline when (1 - this)/2 of the bootstrap "
+                                                      "resamples or more give another verdict")
     bootstrap: int = _f(200, ge=0, le=100_000, doc="bootstrap resamples of the evaluated samples behind the intervals "
                                                    "that have no exact form; 0 = exact intervals only")
     inception: bool = _f(False, doc="FID, KID and Inception Score with the standard Inception network at a trial's "

@@ -43,11 +43,13 @@ def mixture_coverage(inp: MetricInputs) -> dict[str, float]:
     mode, dist = nearest_mode(inp.samples, means)  # [N], [N]
     hq = dist < HQ_SIGMAS * sigma  # high quality: ‖x − μ_nearest‖ < 3σ (the authors' strict "<")
     inp.shared["counts"] = mode_counts(mode, hq, K)  # the evidence, for the record
+    per_mode = torch.bincount(mode, minlength=K)  # [K]: every sample at its nearest mode
+    inp.shared["nearest_counts"] = [int(c) for c in per_mode]  # reverse_kl's histogram, for the margins' bootstrap
     hq_per_mode = torch.bincount(mode[hq], minlength=K)  # [K]
     return {
         "modes_covered": float((hq_per_mode > 0).sum()),
         "hq_share": float(hq.float().mean()),
-        "reverse_kl": kl_to_uniform(torch.bincount(mode, minlength=K)),
+        "reverse_kl": kl_to_uniform(per_mode),
         # KL(p_HQ‖U_K) = Σ_k p_k ln(K p_k) over the high-quality histogram; no high-quality
         # sample at all: ln K, the value of a single mode (the limit of total collapse)
         "reverse_kl_hq": kl_to_uniform(hq_per_mode) if bool(hq.any()) else math.log(K),

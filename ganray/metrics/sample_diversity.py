@@ -63,4 +63,5 @@ def sample_diversity(inp: MetricInputs) -> dict[str, float]:
     # near-copy: NN(G(z_i)) / spread_G < q_real, or an exact copy (distance at float64 rounding level)
     exact = nn <= EXACT * spread_real
     dup = ((nn < q_real * spread) | exact).float().mean()
+    inp.shared["duplicate_m"] = m  # the samples judged: the denominator of duplicate_share's interval
     return {"spread_ratio": spread / max(spread_real, 1e-12), "duplicate_share": float(dup)}

@@ -185,8 +185,8 @@ class Trial:
 
     @property
     def borderline(self) -> bool:
-        """The interval of the deciding statistic straddles its threshold."""
-        return bool((self.margin or {}).get("borderline"))
+        """Enough bootstrap resamples of its evaluated samples give another verdict (margin.borderline)."""
+        return (self.margin or {}).get("borderline") is True  # untrusted JSON: "false" is not True
 
     def final(self, key: str) -> float | None:
         """The last value of `key` in the metrics (eval metrics: the last evaluation)."""

@@ -108,9 +108,10 @@ class Point:
 
 
 def steps_per_sec(t: Trial) -> float | None:
-    """Generator steps per second of the trial's last run: step / elapsed_sec at its last row
-    (elapsed_sec counts from the start of the run, so a resumed run counts from the step it
-    resumed at, the step of the row before elapsed_sec started again from 0)."""
+    """Generator steps per second: step / elapsed_sec at the last row. elapsed_sec counts training
+    seconds over resumes (a checkpoint carries it); in records written before it did, a resumed run
+    started again from 0, and then the speed is that of the last run, from the step of the row
+    before elapsed_sec fell."""
     rows = [r for r in t.rows if isinstance(r.get("elapsed_sec"), (int, float)) and isinstance(r.get("step"), int)]
     if not rows or rows[-1]["elapsed_sec"] <= 0:
         return None
@@ -185,8 +186,8 @@ def borderline_text(exp: Experiment) -> str:
     if not marked:
         return ""
     who = "; ".join(f"{describe(t, axes)} {t.status}{borderline_mark(t)}" for t in marked)
-    return (f"{len(marked)} borderline (the interval of the deciding statistic straddles its threshold, "
-            f"so another draw of samples could give the other verdict): {who}.")
+    return (f"{len(marked)} borderline (another draw of evaluation samples could give another verdict: at least "
+            f"(1 - level)/2 of the bootstrap resamples do): {who}.")
 
 
 # ---- points.csv and the table --------------------------------------------------------------

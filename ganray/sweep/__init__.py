@@ -27,7 +27,7 @@ from ganray import console, storage, tracking
 from ganray.args import RUN_FAILURES, SWEEP_AXES, add_config_args, job_config
 from ganray.artifacts import layout, reader
 from ganray.artifacts.layout import BAD_VERDICTS
-from ganray.config import Config, ConfigError, parse_variant
+from ganray.config import Config, ConfigError, config_of, parse_variant
 from ganray.exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from ganray.storage import StorageError
 from ganray.sweep.table import _progress_callback, _trial_label, progress_lines, trial_summaries  # noqa: F401
@@ -159,7 +159,7 @@ def sweep_trial(params: dict) -> None:
     ganray's loop here (ganray.local.run_trial: the record, checkpoints in the trial folder, a
     resume from the newest one); a multi-worker trial fits a TorchTrainer."""
     point = params["point"]
-    cfg: Config = point["config"]  # built and validated in the driver (trial_configs)
+    cfg = config_of(point["config"])  # built and validated in the driver (trial_configs), handed over as YAML
     if in_process(cfg):
         _run_in_process(cfg, point["trial"])
         return
@@ -250,7 +250,10 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
         console.say(f"  running   {len(points)} trials, up to {max_conc} at a time")
         tuner = tune.Tuner(
             trainable,
-            param_space={"point": tune.grid_search([{"config": c, "trial": n}
+            # each trial's config as its YAML text: a Tune run restored after an interruption hands its
+            # never-started trials their params from the saved search state, where a Config object
+            # came back as a tuple of its sections (a re-run then failed every such trial)
+            param_space={"point": tune.grid_search([{"config": c.to_yaml(), "trial": n}
                                                     for c, n in zip(trial_configs(cfg, points), names)])},
             # in-process trials: an actor that ended a trial takes the next one (no new process, torch
             # imported once), and Tune retries a failed trial (a TorchTrainer retries its own workers)
@@ -264,12 +267,24 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
                                       verbose=0),
         )
     results = tuner.fit()
+    _finish(exp_uri, names, results, t0, write_report)
+    return exp_uri
+
+
+def _finish(exp_uri: str, names: list[str], results, t0: float, write_report: bool) -> None:
+    """The summary of a fitted sweep (each trial's verdict, the grid points), its report, and a
+    RuntimeError (exit 1) when trials failed or never started (an interrupted sweep)."""
     errors = [r.error for r in results if r.error is not None]
     log.info("sweep finished: %d trials, %d failed; experiment at %s", len(results), len(errors), exp_uri)
     lines = trial_summaries(exp_uri, names)
     stopped = sum(" stopped early" in line for line in lines)
     summary = [f"sweep finished in {console.elapsed_since(t0)}: {len(results)} trials, "
                f"{len(errors)} failed, {stopped} stopped early by the collapse stopper", *lines]
+    not_run = len(names) - len(results)  # Tune ended before starting them: Ctrl-C (SIGINT), or a stop
+    if not_run:
+        summary[0] = (f"sweep interrupted after {console.elapsed_since(t0)}: {not_run} of {len(names)} trials "
+                      f"did not start; {len(results)} started, {len(errors)} failed, {stopped} stopped early by "
+                      "the collapse stopper")
     for e in errors:  # said before the report, which must not hide them
         log.error("trial failed: %s", e)
     if write_report:
@@ -287,7 +302,10 @@ def run_sweep(cfg: Config, *, write_report: bool = True) -> str:
     console.say_summary(summary)
     if errors:
         raise RuntimeError(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
-    return exp_uri
+    if not_run:
+        raise RuntimeError(f"the sweep was interrupted before {not_run} of its {len(names)} trials started; run "
+                           "the same command again to resume it (finished trials are kept, the others start or "
+                           "continue from their newest checkpoints)")
 
 
 # Keys a resumed sweep may change: where it runs and how many trials run at once.

@@ -142,6 +142,9 @@ def point_summaries(trials: list) -> list[str]:
     from ganray.report.model import Experiment
     from ganray.report.points import AGREEMENTS, agreement_text, grid_points, point_axes, point_label, seeds_per_point
 
+    trials = [t for t in trials if t.configured]  # a trial that never started (no record) is no evidence
+    if not trials:
+        return []
     points = grid_points(trials)
     if all(p.n == 1 for p in points):
         return [f"  {agreement_text(Experiment('', None, trials))}"]

@@ -23,7 +23,7 @@ from typing import Any
 from ganray import storage
 from ganray.args import redact_uri
 from ganray.artifacts import layout, reader
-from ganray.config import SWEEP_AXES, Config
+from ganray.config import SWEEP_AXES, Config, config_of
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,9 @@ SWEEP_PARAMS = {key: ("seed" if field_ == "seeds" else field_) for field_, key i
 
 def trial_point(trial: Any) -> tuple[Config, str]:
     """(config, name) of a Tune trial of ganray.sweep, whose param space gives each trial its
-    point as {"point": {"config": Config, "trial": name}}."""
+    point as {"point": {"config": Config or its YAML text, "trial": name}}."""
     point = trial.config["point"]
-    return point["config"], point["trial"]
+    return config_of(point["config"]), point["trial"]
 
 
 class FinishedRun:

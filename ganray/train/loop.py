@@ -127,7 +127,7 @@ def train(
         s.restore_evaluator(resume_from)
     result = TrainResult(step=s.step)
     bar = tqdm(total=tc.steps, initial=s.step, unit="step", dynamic_ncols=True) if progress and rank == 0 else None
-    t0 = time.time()
+    t0 = time.time() - s.elapsed_sec  # a resumed run's rows count on from its checkpoint's elapsed_sec
 
     while s.step < tc.steps:
         with step_precision(tc, device):
@@ -162,6 +162,7 @@ def train(
         stop = at.eval and should_stop(s.step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})})
         stopped_early = _final_evaluation(s, metrics, verdict, stop, device)
         if at.checkpoint:
+            s.elapsed_sec = metrics["elapsed_sec"]
             save_checkpoint(s.step, s.snapshot(), metrics)
         report(s.step, metrics, samples=samples, verdict=verdict)
         if bar is not None:
