@@ -2,9 +2,9 @@
 healthy, in how many seeds, at what cost in steps per second?
 
     python jobs/sweep_remedies.py                  # configs/remedies_mnist_local.yaml: the DCGAN with
-                                                   # z_dim 2 on mnist5k (it collapses), 5 variants x 2 seeds
+                                                   # z_dim 2 on mnist5k (it collapses), 6 variants x 2 seeds
     python jobs/sweep_remedies.py --config configs/remedies_ring8.yaml
-                                                   # the vanilla ring8 GAN at lr 1e-3, 5 variants x 2 seeds
+                                                   # the vanilla ring8 GAN at lr 1e-3, 6 variants x 2 seeds
     python jobs/sweep_remedies.py --smoke          # tiny and fast (CI): every variant, one seed
     python jobs/sweep_remedies.py --set "sweep.variants=[baseline, 'pack4: model.pack=4']"
 

@@ -339,6 +339,6 @@ def test_remedies_job_smoke_runs_every_variant(tmp_path):
     exp = tmp_path / "remedies-mnist-local-smoke"
     trials = sorted(p for p in (exp / "trials").iterdir() if p.is_dir())
     variants = sorted(load(t / "config.yaml").experiment.variant for t in trials)
-    assert variants == ["baseline", "minibatch-std", "pack2", "spectral-norm", "ttur"]
+    assert variants == ["baseline", "control-z10", "minibatch-std", "pack2", "spectral-norm", "ttur"]
     assert all((t / "verdict.json").is_file() for t in trials)
     assert (exp / "report.md").is_file()

@@ -177,17 +177,22 @@ def test_remedies_table_counts_healthy_seeds_and_speed_against_the_baseline(tmp_
                     "pack2": (("healthy", "collapsed", "healthy"), (10.0, 10.0, 10.0)),
                     "ttur": (("partial_collapse", "collapsed", "partial_collapse"), (20.0, 18.0, 22.0))
                     }[c.experiment.variant]
-        outcomes[name] = (v[c.experiment.seed], 200, (3, 0.5, 100.0), speed[c.experiment.seed], None)
+        finals = {"baseline": (3, 1.2, 300.0), "pack2": (8 + c.experiment.seed, 0.1, 120.0),
+                  "ttur": (5, 0.6, 200.0)}[c.experiment.variant]  # (classes covered, KL, FCD) at step 300
+        outcomes[name] = (v[c.experiment.seed], 200, finals, speed[c.experiment.seed], None)
     exp_uri = _sweep(tmp_path, trials, outcomes)
     exp = model.load_experiment(exp_uri)
     assert points.remedies_table(exp) == (
-        ["variant", "healthy in", "other verdicts", "steps/s (mean ± sd)", "speed vs baseline"],
-        [["baseline", "0 of 3 seeds", "3 collapsed", "20.0 ± 0.00", "1.00×"],
-         ["pack2", "2 of 3 seeds", "1 collapsed", "10.0 ± 0.00", "0.50×"],
-         ["ttur", "0 of 3 seeds", "1 collapsed, 2 partially collapsed", "20.0 ± 2.00", "1.00×"]])
+        ["variant", "healthy in", "other verdicts", "classes covered (mean ± sd)", "kl uniform (mean ± sd)",
+         "fcd (mean ± sd)", "steps/s (mean ± sd)", "speed vs baseline"],
+        [["baseline", "0 of 3 seeds", "3 collapsed", "3.00 ± 0.00", "1.20 ± 0.00", "300 ± 0.00", "20.0 ± 0.00", "1.00×"],
+         ["pack2", "2 of 3 seeds", "1 collapsed", "9.00 ± 1.00", "0.10 ± 0.00", "120 ± 0.00", "10.0 ± 0.00", "0.50×"],
+         ["ttur", "0 of 3 seeds", "1 collapsed, 2 partially collapsed", "5.00 ± 0.00", "0.60 ± 0.00", "200 ± 0.00",
+          "20.0 ± 2.00", "1.00×"]])
     report.write_report(exp_uri)
     md = (tmp_path / "exp" / "report.md").read_text()
-    assert "## Remedies (sweep.variants)" in md and "| pack2 | 2 of 3 seeds | 1 collapsed | 10.0 ± 0.00 | 0.50× |" in md
+    assert "## Remedies (sweep.variants)" in md
+    assert "| pack2 | 2 of 3 seeds | 1 collapsed | 9.00 ± 1.00 | 0.10 ± 0.00 | 120 ± 0.00 | 10.0 ± 0.00 | 0.50× |" in md
     assert "| trial | z_dim | lr_g | lr_d | family | variant | seed |" in md  # the variant gets its column
     assert "3 of 3 points settled" not in md and "1 of 3 points settled (all seeds agree): baseline collapsed" in md
 

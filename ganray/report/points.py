@@ -263,8 +263,8 @@ def has_variants(exp: Experiment) -> bool:
 
 def remedies_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
     """Per variant (and per value of the other swept settings): in how many seeds it ended
-    healthy, its other verdicts, and its speed beside the baseline's ("baseline", else the
-    first variant) at the same other settings."""
+    healthy, its other verdicts, the key numbers of its last evaluations, and its speed beside
+    the baseline's ("baseline", else the first variant) at the same other settings."""
     points = grid_points(exp.trials)
     others = [a for a in point_axes(exp.trials) if a != "variant"]
     order = _variant_order(exp)
@@ -277,8 +277,12 @@ def remedies_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
                                order.index(p.params.get("variant")) if p.params.get("variant") in order else len(order)))
     base = BASELINE if BASELINE in order else (order[0] if order else None)
     base_speed = {rest(p): p.speed for p in points if p.params.get("variant") == base}
-    head = ["variant", *(["setting"] if others else []), "healthy in", "other verdicts", "steps/s (mean ± sd)",
-            f"speed vs {base}"]
+    # the evidence beside the verdicts: a remedy that halves the near-copies without a healthy verdict
+    # yet still shows here (the seeds' last evaluation, mean ± sd)
+    evidence = key_metric_columns(exp) + [k for k in ("duplicate_share",) if any(t.final(k) is not None
+                                                                                 for t in exp.trials)]
+    head = ["variant", *(["setting"] if others else []), "healthy in", "other verdicts",
+            *(f"{m.replace('_', ' ')} (mean ± sd)" for m in evidence), "steps/s (mean ± sd)", f"speed vs {base}"]
     rows = []
     for p in points:
         speed, ref = p.speed, base_speed.get(rest(p))
@@ -288,7 +292,8 @@ def remedies_table(exp: Experiment) -> tuple[list[str], list[list[str]]]:
                          for v, c in sorted(p.counts.items(), key=lambda x: SEVERITY.index(x[0])) if v != "healthy")
         rows.append([str(p.params.get("variant") or "(none)"),
                      *([" ".join(f"{a} {fmt_value(p.params.get(a))}" for a in others)] if others else []),
-                     f"{p.counts.get('healthy', 0)} of {_seeds(p.n)}", bad or "—", fmt_mean_sd(speed), rel])
+                     f"{p.counts.get('healthy', 0)} of {_seeds(p.n)}", bad or "—",
+                     *(fmt_mean_sd(p.spread(m)) for m in evidence), fmt_mean_sd(speed), rel])
     return head, rows
 
 
