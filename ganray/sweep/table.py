@@ -142,7 +142,7 @@ def point_summaries(trials: list) -> list[str]:
     from ganray.report.model import Experiment
     from ganray.report.points import AGREEMENTS, agreement_text, grid_points, point_axes, point_label, seeds_per_point
 
-    trials = [t for t in trials if t.configured]  # a trial that never started (no record) is no evidence
+    trials = [t for t in trials if t.configured or t.verdict is not None]  # never started (no record): no evidence
     if not trials:
         return []
     points = grid_points(trials)
