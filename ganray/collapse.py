@@ -1,22 +1,42 @@
-"""The collapse verdict: healthy | partial_collapse | collapsed | garbage | diverged, from numbers.
+"""The collapse verdict: healthy | partial_collapse | collapsed | garbage | diverged, for conditional
+runs ignores_condition | collapsed_per_condition, for translation runs content_lost | many_to_one, from numbers.
 
 `Evaluator` is what the training loop calls on rank 0 every `eval_every` steps (and what
 `ganray eval` calls once): it caches the reference statistics of the real data, runs the
-configured metrics, and `judge` turns the numbers into a verdict with reasons that quote them.
+configured metrics, and `judge` turns the numbers into a verdict with reasons that quote them
+(the rules: ganray/metrics/verdict_rules.py; every public name there is importable from here).
 
 Precedence, most severe first (every finding is listed in the reasons, the verdict is the
 first that applies):
   diverged          non-finite samples, or NaN/inf in the loop's logged statistics
+  collapsed_per_condition  (conditional runs) in some condition ≥ eval.duplicate_collapsed of its samples
+                    are near-copies of another of that condition — G ignores z there, whatever the images
+                    look like. Before `collapsed`: one image per condition is also 100% copies overall,
+                    and "per condition" is the diagnosis (a G that ignores condition and z alike gets it
+                    too, with ignores_condition and the overall copies among its reasons)
+  many_to_one       (translation runs, per direction) ≥ eval.duplicate_collapsed of the translations are
+                    near-copies of another (many inputs, one output)
   collapsed         ≥ eval.duplicate_collapsed of the samples are near-copies of another
                     (one image repeated, a constant generator) — whatever they look like
   garbage           near_real_share < eval.near_real_garbage (images: samples lie away from the
                     real features) or high-quality share < eval.hq_garbage (2D)
+  collapsed_per_condition  (conditional runs) some condition's spread ratio (its samples' mean pairwise
+                    distance in classifier features / that of real images of its class) is below
+                    eval.condition_spread_collapsed. After garbage: the features of noise bunch together
+  many_to_one       (translation runs) the translations' spread over their inputs' (classifier features) is
+                    below eval.translation_spread_collapsed
   collapsed         modes covered ≤ eval.coverage_collapsed of what a uniform sample covers
+  ignores_condition (conditional runs) the share of samples the classifier puts in the class they were asked
+                    for is below eval.fidelity_ignores, overall or in some condition. After the coverage
+                    collapse, which implies it (a G making only 3s ignores every other condition) and says
+                    more; before partial_collapse, which a G that ignores the condition need not show
+  content_lost      (translation runs) the share of translated test images that keep their input's class is
+                    below eval.content_kept_lost (the metric keys: verdict_rules.DIRECTIONS)
   partial_collapse  modes covered < eval.coverage_partial of that, KL to uniform (less its
                     (K−1)/2n small-sample bias) > eval.kl_partial, or ≥ eval.duplicate_partial near-copies
   healthy           none of the above
 Advisory reasons (no verdict of their own): fixed-z flip rate, flat losses or D accuracy,
-BEGAN's M_global rising.
+BEGAN's M_global rising; per-class FCD and coverage (conditional runs: the worst class).
 
 Margins: each rule above compares one statistic with one threshold (`Rule`), and every rule is
 checked every time. The result's `margin` names the deciding rule's statistic (a healthy verdict:
@@ -29,7 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -37,240 +57,49 @@ import torch
 from torch import Tensor
 
 from ganray.artifacts.layout import VERDICTS  # noqa: F401 (re-exported: the record's verdict names)
-from ganray.config import Config, ConfigError, EvalConfig
+from ganray.config import Config, ConfigError
 from ganray.data import Dataset
 from ganray.data.download import cache_root
 from ganray.metrics import IMAGE, POINTS, STACKED, data_kind, get_metric
 from ganray.metrics.classifier import classifier_key
 from ganray.metrics.classifier.store import reference_classifier
 from ganray.metrics.inception import InceptionScorer
-from ganray.metrics.inputs import MetricInputs, Reference, expected_modes_covered
+from ganray.metrics.inputs import MetricInputs, Reference
 from ganray.metrics.intervals import APPROXIMATE_BELOW, Evidence
 from ganray.metrics.mixture_coverage import HQ_SIGMAS
-from ganray.metrics.prdc import expected_coverage
+from ganray.metrics.verdict_rules import (  # noqa: F401 (re-exported: the verdict's public names live in ganray.collapse)
+    _RANK,
+    _VERDICT_AT,
+    HQ_PROBABILITY,
+    Assessment,
+    Rule,
+    Setting,
+    assess,
+    expected_covered,
+    judge,
+    thresholds_of,
+)
 
 log = logging.getLogger(__name__)
-
-# P(‖ε‖ ≤ 3σ) for a 2D isotropic Gaussian: 1 − exp(−9/2)
-HQ_PROBABILITY = 1.0 - math.exp(-(HQ_SIGMAS**2) / 2)
-
-# Finding ranks: the verdict is the lowest rank found.
-_RANK = {"diverged": 0, "collapsed_copies": 1, "garbage": 2, "collapsed": 3, "partial_collapse": 4}
-_HEALTHY = len(_RANK)  # the rank of no finding
-_VERDICT_AT = np.array(["diverged", "collapsed", "garbage", "collapsed", "partial_collapse", "healthy"])  # rank -> verdict
 
 
 @dataclass
 class EvalResult:
     metrics: dict[str, float]  # flat: classes_covered, kl_uniform, fcd, precision, ...
-    verdict: str  # healthy | partial_collapse | collapsed | garbage | diverged
+    verdict: str  # one of layout.VERDICTS: healthy | partial_collapse | collapsed | garbage | diverged | ...
     reasons: list[str]  # quote the numbers
     first_seen_step: int | None  # step at which the current non-healthy verdict was first seen
     counts: dict[str, Any] | None = None  # the class (or mode) histogram behind the numbers, for the record
     margin: dict[str, Any] | None = None  # the deciding statistic, its threshold and interval (`margin_of`)
+    # conditional runs: the per-condition vectors (names, n, fidelity, spread_ratio, duplicate_share, fcd,
+    # coverage, ...: ganray.metrics.conditional), for the record and the report; None otherwise
+    conditions: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What the verdict needs to know besides the numbers."""
-
-    dataset: str
-    kind: str  # image | stacked | 2d
-    num_modes: int  # K
-    n: int  # generated samples
-    n_real: int = 0  # real samples in the PRDC reference
-    prdc_k: int = 5
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One comparison of the verdict: the finding holds when `value op threshold`."""
-
-    statistic: str  # the metric key: classes_covered, kl_uniform, duplicate_share, ...
-    value: float  # the point estimate the rule compares (KL: less its small-sample bias)
-    threshold: float
-    op: str  # "<" | "<=" | ">" | ">="
-    text: str  # the rule in words: "partial_collapse above 0.1 nats ..."
-
-    def fires(self, x: float) -> bool:
-        t = self.threshold
-        return {"<": x < t, "<=": x <= t, ">": x > t, ">=": x >= t}[self.op]
-
-
-@dataclass
-class _Findings:
-    items: list[tuple[int, str, str]] = field(default_factory=list)  # (rank, verdict, reason) of each finding
-    notes: list[str] = field(default_factory=list)  # advisory
-    rules: list[tuple[str, Rule]] = field(default_factory=list)  # every rule checked, with the finding it makes
-
-    def add(self, key: str, reason: str) -> None:
-        self.items.append((_RANK[key], str(_VERDICT_AT[_RANK[key]]), reason))
-
-    def check(self, key: str, *rules: Rule) -> None:
-        self.rules += [(key, rule) for rule in rules]
-
-
-@dataclass(frozen=True)
-class Assessment:
-    verdict: str
-    reasons: list[str]
-    rules: tuple[tuple[str, Rule], ...] = ()  # every rule checked, fired or not, with its finding (a `_RANK` key)
-    floor: int = _HEALTHY  # the rank of the findings no rule compares (diverged: 0): a resample cannot change them
-
-    def rank_of(self, fires: list[np.ndarray | bool]) -> np.ndarray:
-        """The verdict's rank where rule i fires as fires[i] (one bool, or one per resample [B])."""
-        rank = np.asarray(self.floor)
-        for (key, _), fired in zip(self.rules, fires):
-            rank = np.where(fired, np.minimum(rank, _RANK[key]), rank)
-        return rank
-
-    def verdicts_at(self, values: list[np.ndarray | float]) -> np.ndarray:
-        """The verdict of each resample [B] where rule i's statistic takes values[i] ([B], or the point value):
-        the same rules, every one evaluated (a verdict changes only when every rule giving it stops firing)."""
-        return _VERDICT_AT[self.rank_of([rule.fires(np.asarray(v)) for (_, rule), v in zip(self.rules, values)])]
-
-
-def _n(x: float) -> str:
-    return f"{int(round(x)):,}"
-
-
-def expected_covered(s: Setting) -> float:
-    """Modes a sample of s.n from the true distribution would cover, by the metric's own rule."""
-    if s.kind == STACKED:  # a mode counts with ≥ 1 sample
-        return expected_modes_covered(s.n, s.num_modes)
-    if s.kind == POINTS:  # ≥ 1 high-quality sample; each sample is high quality with P(3σ)
-        return expected_modes_covered(round(s.n * HQ_PROBABILITY), s.num_modes)
-    return float(s.num_modes)  # images: ≥ 10% of the uniform share, met by every class of a uniform sample
-
-
-def _coverage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
-    key, kl_key = ("modes_covered", "reverse_kl") if s.kind == POINTS else ("classes_covered", "kl_uniform")
-    if key not in m:
-        return
-    covered, K = m[key], s.num_modes
-    expected = expected_covered(s)
-    what = "modes" if s.kind != IMAGE else "classes"
-    if s.kind == IMAGE and "covered_share" in m:
-        text = f"{_n(covered)} of {_n(K)} {what} hold {m['covered_share']:.0%} of {_n(s.n)} samples"
-    elif s.kind == POINTS:
-        text = f"{_n(covered)} of {_n(K)} {what} covered by {_n(s.n)} samples"
-    else:
-        text = f"{_n(covered)} of {_n(K)} {what} covered by {_n(s.n)} samples (a uniform sample covers {expected:,.0f})"
-    kl = m.get(kl_key)
-    # Miller–Madow: E[KL(p̂‖U)] ≈ KL(p‖U) + (K − 1)/(2n) for a histogram of n samples
-    bias = (K - 1) / (2 * s.n)
-    kl_excess = kl - bias if kl is not None else None
-    if kl is not None:
-        text += f"; KL to uniform {kl:.2f} nats"
-    of = f"the {expected:,.4g} {what} a uniform sample of {_n(s.n)} covers"
-    collapsed = Rule(key, covered, th.coverage_collapsed * expected, "<=",
-                     f"collapsed at or below {th.coverage_collapsed:g} × {of}")
-    partial = Rule(key, covered, th.coverage_partial * expected, "<", f"partial_collapse below {th.coverage_partial:g} × {of}")
-    kl_rule = (Rule(kl_key, kl_excess, th.kl_partial, ">", f"partial_collapse above {th.kl_partial:g} nats of KL to "
-                    f"uniform less its (K − 1)/2n = {bias:.3g} small-sample bias") if kl is not None else None)
-    # every rule is checked (the margins re-judge them all); the reason quotes the severest that fired
-    f.check("collapsed", collapsed)
-    f.check("partial_collapse", partial, *([kl_rule] if kl_rule is not None else []))
-    if collapsed.fires(covered):
-        f.add("collapsed", text)
-    elif partial.fires(covered):
-        f.add("partial_collapse", text)
-    elif kl_rule is not None and kl_rule.fires(kl_excess):
-        f.add("partial_collapse", text + f" (above {th.kl_partial:g} after the {bias:.3f} small-sample bias)")
-    else:
-        f.notes.append(text)
-
-
-def _copies(m: dict[str, float], th: EvalConfig, f: _Findings, n: int) -> None:
-    if "duplicate_share" not in m:
-        return
-    dup, spread = m["duplicate_share"], m.get("spread_ratio", float("nan"))
-    text = (f"{dup:.0%} of {_n(min(n, 1000))} samples are near-copies of another sample (real data: 1%); "
-            f"their spread is {spread:.2f}x the real data's")
-    of = f"near-copies among {_n(min(n, 1000))} samples"
-    partial = Rule("duplicate_share", dup, th.duplicate_partial, ">=", f"partial_collapse at or above "
-                   f"{th.duplicate_partial:.0%} {of}")
-    collapsed = Rule("duplicate_share", dup, th.duplicate_collapsed, ">=",
-                     f"collapsed at or above {th.duplicate_collapsed:.0%} {of}")
-    f.check("collapsed_copies", collapsed)
-    f.check("partial_collapse", partial)
-    if collapsed.fires(dup):
-        f.add("collapsed_copies", text)
-    elif partial.fires(dup):
-        f.add("partial_collapse", text)
-
-
-def _garbage(m: dict[str, float], s: Setting, th: EvalConfig, f: _Findings) -> None:
-    if s.kind == POINTS:
-        if "hq_share" in m:
-            rule = Rule("hq_share", m["hq_share"], th.hq_garbage, "<",
-                        f"garbage below {th.hq_garbage:.0%} of samples within {HQ_SIGMAS:g} sigma of a mode")
-            f.check("garbage", rule)
-            if rule.fires(rule.value):
-                f.add("garbage", f"only {m['hq_share']:.1%} of samples lie within {HQ_SIGMAS:g} sigma of a mode "
-                                 f"(a perfect generator: {HQ_PROBABILITY:.1%})")
-        return
-    if "near_real_share" in m:
-        rule = Rule("near_real_share", m["near_real_share"], th.near_real_garbage, "<",
-                    f"garbage below {th.near_real_garbage:.0%} of samples as near the real features as real ones are")
-        f.check("garbage", rule)
-        if rule.fires(rule.value):
-            text = (f"only {m['near_real_share']:.0%} of samples lie as near the real data (classifier features) "
-                    "as 95% of real samples do")
-            extra = [f"{k} {m[k]:.{p}f}" for k, p in (("fcd", 1), ("density", 2)) if k in m]
-            f.add("garbage", text + (f" ({', '.join(extra)})" if extra else ""))
-    elif "mean_confidence" in m:
-        rule = Rule("mean_confidence", m["mean_confidence"], th.confidence_garbage, "<",
-                    f"garbage below a mean classifier confidence of {th.confidence_garbage:g}")
-        f.check("garbage", rule)
-        if rule.fires(rule.value):
-            f.add("garbage", f"mean classifier confidence {m['mean_confidence']:.2f}")
-
-
-def _prdc_note(m: dict[str, float], s: Setting, f: _Findings) -> None:
-    if "coverage" in m and s.n_real > s.prdc_k:
-        exp = expected_coverage(s.n_real, s.n, s.prdc_k)
-        f.notes.append(f"PRDC coverage {m['coverage']:.2f} (identical distributions: {exp:.2f}), recall "
-                       f"{m.get('recall', float('nan')):.2f}")
-
-
-def _advisory(m: dict[str, float], th: EvalConfig, f: _Findings) -> None:
-    if m.get("fixed_z_flip_rate", 0.0) >= th.flip_rate_warn:
-        f.notes.append(f"{m['fixed_z_flip_rate']:.0%} of the fixed-z samples changed class since the last evaluation")
-    flat = [k for k in ("loss_D", "loss_G") if m.get(f"{k}_rel_range", float("inf")) < th.flat_rel_range]
-    if flat:
-        ranges = ", ".join(f"{k} {m[f'{k}_rel_range']:.2%}" for k in flat)
-        f.notes.append(f"flat over the last {th.flat_window} logs: {ranges} relative range")
-    if m.get("d_acc_range", float("inf")) < th.flat_rel_range:
-        f.notes.append(f"D accuracy flat at {m.get('d_acc_mean', float('nan')):.2f} over the last {th.flat_window} logs")
-    if m.get("m_global_trend", 0.0) > th.m_global_rise:
-        f.notes.append(f"BEGAN M_global rose {m['m_global_trend']:.0%} over the last {th.flat_window} logs")
-
-
-def judge(m: dict[str, float], s: Setting, th: EvalConfig) -> tuple[str, list[str]]:
-    """(verdict, reasons) from a flat metrics dict."""
-    a = assess(m, s, th)
-    return a.verdict, a.reasons
-
-
-def assess(m: dict[str, float], s: Setting, th: EvalConfig) -> Assessment:
-    """The verdict, its reasons and every rule checked (`Assessment.verdicts_at` re-judges them)."""
-    f = _Findings()
-    if m.get("nonfinite_stats", 0.0) > 0:
-        f.add("diverged", f"{int(m['nonfinite_stats'])} logged training entries hold NaN or inf")
-    _copies(m, th, f, s.n)
-    _garbage(m, s, th, f)
-    _coverage(m, s, th, f)
-    _prdc_note(m, s, f)
-    _advisory(m, th, f)
-    floor = _RANK["diverged"] if m.get("nonfinite_stats", 0.0) > 0 else _HEALTHY
-    if not f.items:
-        return Assessment("healthy", f.notes, tuple(f.rules), floor)
-    f.items.sort(key=lambda t: t[0])
-    return Assessment(f.items[0][1], [r for _, _, r in f.items] + f.notes, tuple(f.rules), floor)
+        d = asdict(self)
+        if d["conditions"] is None:  # an unconditional run's record is as before
+            del d["conditions"]
+        return d
 
 
 def _num(x: float, digits: int = 3) -> str:
@@ -415,6 +244,7 @@ class Evaluator:
         t0 = time.time()
         self.ref = Reference.build(
             cfg.data.dataset, real.x, classifier=classifier, num_modes=real.num_classes, classes=classes,
+            real_y=real.y if self.kind == IMAGE else None,  # the real classes: the conditional metrics'
             means=means, sigma=sigma, real_features=any(m.needs_real_features for m in self.metrics),
             max_real=cfg.eval.n_real, prdc_k=cfg.eval.prdc_k, seed=cfg.experiment.seed, device=device,
             cache_dir=cache_root(cfg.data.cache_dir),  # the real features: once per node, not once per trial
@@ -428,9 +258,9 @@ class Evaluator:
         self._last_verdict: str | None = None
         self._first_seen: int | None = None
 
-    def setting(self, n: int) -> Setting:
+    def setting(self, n: int, conditions: dict[str, Any] | None = None) -> Setting:
         n_real = 0 if self.ref.real_features is None else int(self.ref.real_features.shape[0])
-        return Setting(self.cfg.data.dataset, self.kind, self.ref.num_modes, n, n_real, self.ref.prdc_k)
+        return Setting(self.cfg.data.dataset, self.kind, self.ref.num_modes, n, n_real, self.ref.prdc_k, conditions)
 
     def _track(self, verdict: str, step: int) -> int | None:
         if verdict == "healthy":
@@ -441,7 +271,9 @@ class Evaluator:
         return self._first_seen
 
     def __call__(self, samples: Tensor, fixed_samples: Tensor | None, step: int,
-                 history: list[dict[str, float]] | None = None) -> EvalResult:
+                 history: list[dict[str, float]] | None = None, conditions: Tensor | None = None) -> EvalResult:
+        """Score samples [n, ...]; conditions: int64 [n], the class each sample was asked for (a conditional
+        run; the condition_* metrics and verdicts), None for an unconditional one."""
         t0 = time.time()
         x = samples.detach().float().cpu()
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
@@ -450,12 +282,17 @@ class Evaluator:
             reason = f"{int(bad.sum()):,} of {x.shape[0]:,} generated samples hold NaN or inf"
             return EvalResult({"nonfinite_samples": share}, "diverged", [reason], self._track("diverged", step))
         fixed = fixed_samples.detach().float().cpu() if fixed_samples is not None else None
+        if conditions is not None and tuple(conditions.shape) != (x.shape[0],):
+            raise ValueError(f"conditions: expected one class per sample, shape ({x.shape[0]},), "
+                             f"got {tuple(conditions.shape)}")
+        conds = conditions.detach().long().cpu() if conditions is not None else None
         inp = MetricInputs(x, self.ref, fixed, list(history or []), self.state,
-                           flat_window=self.th.flat_window, seed=self.cfg.experiment.seed)
+                           flat_window=self.th.flat_window, seed=self.cfg.experiment.seed, conditions=conds)
         metrics: dict[str, float] = {}
         for metric in self.metrics:
             metrics.update(metric.fn(inp))
-        a = assess(metrics, self.setting(x.shape[0]), self.th)
+        per_condition = inp.shared.get("conditions")
+        a = assess(metrics, self.setting(x.shape[0], per_condition), self.th)
         # the intervals: bootstrap resamples seeded by (experiment seed, step), so a rerun quotes the same
         evidence = Evidence.of(inp, level=self.th.interval_level, resamples=self.th.bootstrap,
                                seed=self.cfg.experiment.seed, step=step)
@@ -464,7 +301,7 @@ class Evaluator:
         if counts is not None:
             counts = {"labeller": self.labeller, **counts, "step": int(step)}
         log.debug("evaluation at step %d took %.2f s", step, time.time() - t0)
-        return EvalResult(metrics, a.verdict, reasons, self._track(a.verdict, step), counts, margin)
+        return EvalResult(metrics, a.verdict, reasons, self._track(a.verdict, step), counts, margin, per_condition)
 
     def inception_metrics(self, samples: Tensor) -> dict[str, float]:
         """FID, KID and IS of `samples` in Inception features; {} unless eval.inception."""

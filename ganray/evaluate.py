@@ -125,13 +125,13 @@ def _real(cfg: Config):
     return load_dataset(cfg.data, "train")
 
 
-def evaluate_array(x: torch.Tensor, cfg: Config, real=None) -> dict[str, Any]:
-    """The JSON payload for samples x of cfg.data.dataset."""
+def evaluate_array(x: torch.Tensor, cfg: Config, real=None, conditions: torch.Tensor | None = None) -> dict[str, Any]:
+    """The JSON payload for samples x of cfg.data.dataset (conditions: the class each was asked for)."""
     from ganray.collapse import Evaluator  # noqa: PLC0415
 
     real = real if real is not None else _real(cfg)
     evaluator = Evaluator(cfg, real, "cpu")
-    res = evaluator(x, None, 0, [])
+    res = evaluator(x, None, 0, [], conditions=conditions)
     if res.verdict != "diverged":  # FID, KID, IS in Inception features when eval.inception (--inception)
         res.metrics.update(evaluator.inception_metrics(x))
     metrics = {k: (v if math.isfinite(v) else None) for k, v in res.metrics.items()}  # JSON has no NaN
@@ -165,8 +165,6 @@ def checkpoint_source(source: str) -> str:
 def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     from ganray import regenerate  # noqa: PLC0415
     from ganray.train import checkpoint  # noqa: PLC0415
-    from ganray.train.sampling import generate  # noqa: PLC0415
-
     state = checkpoint.load(checkpoint_source(args.source))
     cfg = checkpoint.config_of(state)
     if not cfg.eval.metrics:  # the run evaluated nothing; scoring it is what was asked for
@@ -180,8 +178,8 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     real = _real(cfg)
     G, which = regenerate.generator(state, real.shape, where=args.source)  # G_ema when the checkpoint has one
     log.info("generating %d samples with %s from step %s", n, which, state.get("step"))
-    x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=args.seed)
-    return evaluate_array(x, cfg, real)
+    x, asked = regenerate.samples(cfg, G, n, seed=args.seed, real=real)  # conditional: a balanced request
+    return evaluate_array(x, cfg, real, conditions=asked)
 
 
 def format_text(payload: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from ganray.models import build_generator
 from ganray.report.model import Reconstruction
 from ganray.train import checkpoint
 from ganray.train.checkpoint import CheckpointError
-from ganray.train.sampling import generate
+from ganray.train.sampling import condition_kind, eval_conditions, generate
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,14 @@ def generator(state: dict[str, Any], shape: tuple[int, ...] | None = None,
     """(G with the checkpoint's weights, "G_ema" or "G"): G_ema when the checkpoint has one.
     `shape` is one example's shape (default: the dataset's, without loading it)."""
     cfg = checkpoint.config_of(state)
+    if get_family(cfg.train.family).translation:
+        raise CheckpointError(f"{where}: a {cfg.train.family} checkpoint translates between two domains; it has no "
+                              "G drawing samples from z (its trial's verdict.json judges its test-split translations)")
     which = "G_ema" if state.get("G_ema") is not None else "G"
-    G = build_generator(cfg.model, shape or example_shape(cfg.data.dataset))
+    shape = shape or example_shape(cfg.data.dataset, cfg.data.load_size)
+    # a conditional family's G (its class embedding, its text conditioning) as the family builds it
+    G = (get_family(cfg.train.family).build(cfg, shape).G_module if condition_kind(cfg)
+         else build_generator(cfg.model, shape))
     try:
         G.load_state_dict(state[which])
     except (RuntimeError, KeyError) as e:
@@ -64,11 +70,23 @@ def class_counts(checkpoint_uri: str, n: int) -> dict[str, Any]:
     cfg = checkpoint.config_of(state)
     G, which = generator(state, where=checkpoint_uri)
     # x = G(z), z ~ N(0, I): [n, *shape], from a seed of its own so the report is reproducible
-    x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=cfg.experiment.seed * 7919 + 1)
+    x, _ = samples(cfg, G, n, seed=cfg.experiment.seed * 7919 + 1)
     of, names, counts, labeller = _label_counts(x, cfg)
     step = state.get("step")
     return {"of": of, "names": names, "counts": counts, "n": n, "labeller": labeller,
             "step": int(step) if isinstance(step, int) else None, "generator": which}
+
+
+def samples(cfg: Config, G: nn.Module, n: int, seed: int, real=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n samples of G on the CPU, and for a conditional family the class each was asked for: a
+    balanced request over the classes of `real` (default: the test split), as the evaluation's."""
+    cond = None
+    if condition_kind(cfg):
+        cond = eval_conditions(cfg, real if real is not None else load_dataset(cfg.data, "test"), n, seed)
+    size = example_shape(cfg.data.dataset, cfg.data.load_size)[-1] if len(example_shape(cfg.data.dataset)) == 3 else 0
+    x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=seed, cond=None if cond is None else cond[0],
+                 size=size)
+    return x, None if cond is None else cond[1]
 
 
 def _label_counts(x: torch.Tensor, cfg: Config) -> tuple[str, list[str], list[int], str]:

@@ -12,15 +12,28 @@ import pytest
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray instance with this machine's 2 CPUs, shut down after the module."""
+    """A real local Ray instance with this machine's 2 CPUs, shut down after the module.
+
+    Its Ray Train controllers poll at ganray's interval (REPORT_POLL_SEC), as in a real run:
+    ray_env() sets it in this process, as init_ray() does with Ray already up, after ray.init,
+    so Ray's own processes never inherit it and Ray Train passes it to each controller (at Ray's
+    2 s default every report and every run's end waited up to 2 s)."""
     import ray
+
+    from ganray.distributed import REPORT_POLL_ENV, ray_env
 
     if ray.is_initialized():
         ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    before = os.environ.get(REPORT_POLL_ENV)
+    ray_env()
     yield ray
     ray.shutdown()
+    if before is None:
+        os.environ.pop(REPORT_POLL_ENV, None)
+    else:
+        os.environ[REPORT_POLL_ENV] = before
 
 
 def rank_recorder(path: str):

@@ -235,7 +235,8 @@ def test_evaluator_flip_rate_across_calls(evaluator, mnist):
 
 
 def test_verdict_names():
-    assert VERDICTS == ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
+    assert VERDICTS == ("healthy", "partial_collapse", "collapsed", "garbage", "diverged", "ignores_condition",
+                        "collapsed_per_condition", "content_lost", "many_to_one")
 
 
 # ---- the training loop's own evaluation -----------------------------------------------------------------

@@ -235,12 +235,14 @@ def test_all_errors_reported_at_once():
 
 
 def test_name_lists_agree_with_registries():
-    from ganray.config import TWO_D_DATASETS, is_2d
-    from ganray.data import dataset_names
+    from ganray.config import TEXT_DATASETS, TWO_D_DATASETS, UNPAIRED_DATASETS, is_2d
+    from ganray.data import TEXT_EMBED_DIMS, dataset_names
     from ganray.data.mixtures import MIXTURES
+    from ganray.data.unpaired import unpaired_names
     from ganray.families import family_names
 
-    assert set(dataset_names()) == set(DATASETS)
+    assert set(dataset_names()) | set(unpaired_names()) == set(DATASETS)
+    assert set(unpaired_names()) == set(UNPAIRED_DATASETS) and set(TEXT_EMBED_DIMS) == set(TEXT_DATASETS)
     assert set(MIXTURES) == set(TWO_D_DATASETS) and all(is_2d(d) for d in MIXTURES)  # the one list of 2-D data
     assert set(family_names()) == set(FAMILIES)
 
@@ -269,10 +271,12 @@ def test_multi_worker_ddp_on_fractional_gpus_is_refused_naming_both_keys(workers
 
 
 def test_gpu_presets_keep_validating_and_two_workers_on_them_exit_2(tmp_path, monkeypatch, capsys):
-    """Every GPU preset packs single-worker trials at 0.5 GPU; asking one of them for two DDP
+    """Every single-worker GPU preset packs its trials at a fraction of a GPU, every multi-worker one
+    (StackGAN's CUB DDP run) gives each worker whole GPUs; asking a packed preset for two DDP
     workers is bad input (exit 2) before anything is written."""
-    gpu_presets = [p for p in PRESETS if load(p).scaling.use_gpu]
-    assert gpu_presets and all(load(p).scaling.gpus_per_worker < 1 for p in gpu_presets)
+    gpu = [load(p).scaling for p in PRESETS if load(p).scaling.use_gpu]
+    assert gpu and all(s.gpus_per_worker < 1 for s in gpu if s.num_workers == 1)
+    assert any(s.num_workers > 1 for s in gpu) and all(s.gpus_per_worker == 1 for s in gpu if s.num_workers > 1)
     two = yaml.safe_load((ROOT / "configs" / "wgan_gp_mnist.yaml").read_text())
     two["scaling"]["num_workers"] = 2
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(two))

@@ -104,6 +104,26 @@ def test_progress_table_and_summary_read_exactly():
     ]
 
 
+def test_progress_table_of_translation_and_conditional_runs_shows_their_own_numbers():
+    from ganray.config import load
+    from ganray.sweep.table import table_kind
+
+    rows = [("no-cycle-s0", "RUNNING", {"step": 200, "content_kept_ab": 0.5612, "content_kept_ba": 0.34,
+                                        "cycle_l1_a": 0.41237, "loss_D": 0.412, "loss_G": 0.81, "verdict": "content_lost"})]
+    assert progress_lines(rows, 400, "translation", "1m00s") == [
+        "[1m00s] 1 trials: 1 running",
+        "  trial        state     step  A→B kept  B→A kept  cycle A  loss_D  loss_G  verdict",
+        "  no-cycle-s0  running    200      0.56      0.34    0.412   0.412   0.810  content_lost",
+    ]
+    rows = [("z2-s0", "RUNNING", {"step": 100, "classes_covered": 9.0, "fcd": 401.25, "condition_fidelity": 0.1,
+                                  "loss_D": 1.0, "loss_G": 2.0, "verdict": "ignores_condition"})]
+    assert progress_lines(rows, 600, "conditional", "9s")[2] == \
+        "  z2-s0  running    100        9    401.2      0.10   1.000   2.000  ignores_condition"
+    kinds = [table_kind(load(None, [f"train.family={f}", f"data.dataset={d}"]))
+             for f, d in (("cyclegan", "digits2inverse"), ("cgan", "mnist5k"), ("gan", "ring8"), ("gan", "mnist5k"))]
+    assert kinds == ["translation", "conditional", "2d", "image"]
+
+
 def test_trial_summaries_come_from_the_verdict_files(tmp_path):
     exp = tmp_path / "exp"
     for name, v in {"z1-s0": {"verdict": "collapsed", "step": 300, "first_seen_step": 200, "stopped_early": True,

@@ -530,6 +530,12 @@ def test_class_subset_cap_and_shard():
 
 
 def test_registry_matches_config_names():
-    assert set(dataset_names()) == set(DATASETS)
+    from ganray.config import CYCLEGAN_SETS, UNPAIRED_DATASETS
+    from ganray.data.unpaired import unpaired_names
+
+    # one-domain datasets in ganray.data's registry, two-domain ones (cyclegan) in ganray.data.unpaired's
+    assert set(dataset_names()) | set(UNPAIRED_DATASETS) == set(DATASETS)
+    assert not set(dataset_names()) & set(UNPAIRED_DATASETS)
+    assert set(unpaired_names()) == set(UNPAIRED_DATASETS) and len(CYCLEGAN_SETS) == 12
     with pytest.raises(DataError, match="split must be 'train' or 'test'"):
         load_dataset(DataConfig(dataset="ring8"), "valid")

@@ -27,17 +27,41 @@ def _seed():
 
 
 def tiny_cfg(family: str, shape: tuple[int, ...] = IMAGE, **train) -> Config:
-    dataset = "mnist5k" if len(shape) == 3 else "ring8"
+    dataset = {"stackgan": "captioned-mnist", "cyclegan": "digits2inverse"}.get(family,
+                                                                             "mnist5k" if len(shape) == 3 else "ring8")
     # built directly (no YAML round trip): these tests are about the families, not config loading
     return Config(
         data=DataConfig(dataset=dataset),
-        model=ModelConfig(z_dim=Z_DIM, width=0.125),
+        model=ModelConfig(z_dim=Z_DIM, width=0.125, ngf=4, ndf=4),
         train=TrainConfig(family=family, batch_size=BATCH, **train),
     )
 
 
 def real_batch(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.rand(BATCH, *shape) * 2 - 1
+
+
+CONDITIONAL = ("cgan",)
+TEXT_DIM = 1024  # captioned-mnist's caption embeddings
+
+
+def real_for(family: str, shape: tuple[int, ...]):
+    """A real batch as `family`'s step takes it: x, (x, labels) for a class-conditional family, (x, a
+    caption embedding) for stackgan, (a, b) of two domains for cyclegan."""
+    x = real_batch(shape)
+    if family == "stackgan":
+        return x, torch.randn(BATCH, TEXT_DIM)
+    if family == "cyclegan":
+        return x, real_batch(shape)
+    return (x, torch.randint(0, 10, (BATCH,))) if family in CONDITIONAL else x
+
+
+def z_for(family: str, n: int):
+    """G's input for n fakes: z, or (z, asked labels / caption embedding); cyclegan draws none."""
+    z = torch.randn(n, Z_DIM)
+    if family == "stackgan":
+        return z, torch.randn(n, TEXT_DIM)
+    return (z, torch.randint(0, 10, (n,))) if family in CONDITIONAL else z
 
 
 def snapshot(module: nn.Module) -> list[torch.Tensor]:
@@ -65,6 +89,12 @@ D_KEYS = {
     "wgan-gp": {"loss_D", "wasserstein", "grad_norm", "gp"},
     "began": {"loss_D", "loss_real", "loss_fake", "k_t", "m_global"},
 }
+D_KEYS["cgan"] = D_KEYS["gan"]
+D_KEYS["stackgan"] = {"loss_D", "loss_real", "loss_wrong", "loss_fake", "d_real", "d_wrong", "d_fake", "d_acc_real",
+                      "d_acc_fake", "loss_G_adv", "kl", "d_fake_g"}
+# cyclegan: its step's every loss term (one G step, then one D step)
+D_KEYS["cyclegan"] = {"loss_G_AB", "loss_G_BA", "loss_cycle_A", "loss_cycle_B", "loss_idt_A", "loss_idt_B", "loss_D",
+                      "loss_D_A", "loss_D_B", "d_real_A", "d_fake_A", "d_real_B", "d_fake_B"}
 
 
 def test_registry_matches_config():
@@ -103,7 +133,8 @@ def test_build_applies_wrap_and_unwraps():
     assert unwrap(Wrapper(nn.Linear(1, 1))).__class__ is Wrapper  # only known wrappers are unwrapped
 
 
-@pytest.mark.parametrize("family,shape", [(f, IMAGE) for f in GAN_FAMILIES] + [(f, POINT) for f in ("gan", "wgan-gp")])
+@pytest.mark.parametrize("family,shape", [(f, IMAGE) for f in (*GAN_FAMILIES, *CONDITIONAL)]
+                         + [(f, POINT) for f in ("gan", "wgan-gp")])
 def test_d_step_moves_only_D_and_g_step_only_G(family, shape):
     fam = get_family(family)
     cfg = tiny_cfg(family, shape)
@@ -111,7 +142,7 @@ def test_d_step_moves_only_D_and_g_step_only_G(family, shape):
     state = fam.init_state()
     g0, d0 = snapshot(m.G), snapshot(m.D)
 
-    d_stats = fam.d_step(m.G_module, m.D, m.opt_D, real_batch(shape), torch.randn(BATCH, Z_DIM), state, cfg.train)
+    d_stats = fam.d_step(m.G_module, m.D, m.opt_D, real_for(family, shape), z_for(family, BATCH), state, cfg.train)
     assert unchanged(m.G, g0), "d_step changed G"
     if family == "wgan-gp":
         # the critic's output bias cancels in E[D(G(z))] - E[D(x)] and in ∇D: its gradient is 0
@@ -123,7 +154,7 @@ def test_d_step_moves_only_D_and_g_step_only_G(family, shape):
     assert_stats(d_stats, D_KEYS[family])
 
     g1, d1 = snapshot(m.G), snapshot(m.D)
-    g_stats = fam.g_step(m.G, m.D_module, m.opt_G, torch.randn(BATCH, Z_DIM), state, cfg.train)
+    g_stats = fam.g_step(m.G, m.D_module, m.opt_G, z_for(family, BATCH), state, cfg.train)
     assert unchanged(m.D, d1), "g_step changed D"
     assert not unchanged(m.G, g1), "g_step did not change G"
     assert_stats(g_stats, {"loss_G"})
@@ -157,11 +188,11 @@ def test_step_n_critic_calls_next_real(family):
 
     def next_real() -> torch.Tensor:
         calls.append(1)
-        return real_batch(IMAGE)
+        return real_for(family, IMAGE)
 
     state = fam.init_state()
-    stats = fam.step(m, next_real, lambda n: torch.randn(n, Z_DIM), state, cfg.train)
-    assert len(calls) == (1 if family == "vae" else 3)  # the VAE has no critic: one batch per step
+    stats = fam.step(m, next_real, lambda n: z_for(family, n), state, cfg.train)
+    assert len(calls) == (1 if family in ("vae", "cyclegan") else 3)  # no critic loop: one batch per step
     assert_stats(stats, D_KEYS[family] | {"loss_G"} if family != "vae" else {"loss", "kl", "mse"})
 
 
@@ -419,10 +450,9 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
             m: Models = fam.build(cfg, IMAGE, wrap)
             state = {"k_t": 0.5} if family == "began" else fam.init_state()
             for _ in range(2):
-                stats = fam.step(m, lambda: real_batch(IMAGE), lambda n: torch.randn(n, Z_DIM), state, cfg.train)
+                stats = fam.step(m, lambda f=family: real_for(f, IMAGE), lambda n, f=family: z_for(f, n), state, cfg.train)
             out[family if d_updates == "joint" else f"{family} {d_updates}"] = {
-                "G": [p.detach().clone() for p in m.G_module.parameters()],
-                "D": [p.detach().clone() for p in m.D_module.parameters()],
+                "nets": {name: [p.detach().clone() for p in m.module(name).parameters()] for name in m.nets},
                 "k_t": float(state.get("k_t", 0.0)),
                 "finite": all(bool(torch.isfinite(v)) for v in stats.values()),
             }
@@ -446,7 +476,8 @@ def test_steps_under_ddp(tmp_path):
     for family in r0:
         a, b = r0[family], r1[family]
         assert a["finite"] and b["finite"], family
-        for name in ("G", "D"):
-            for pa, pb in zip(a[name], b[name]):
+        assert set(a["nets"]) == ({"G_AB", "G_BA", "D_A", "D_B"} if family == "cyclegan" else {"G", "D"})
+        for name in a["nets"]:
+            for pa, pb in zip(a["nets"][name], b["nets"][name]):
                 assert torch.allclose(pa, pb, atol=1e-6), f"{family}: {name} differs across workers"
         assert a["k_t"] == pytest.approx(b["k_t"]), family

@@ -374,7 +374,7 @@ def test_class_counts_of_a_2d_checkpoint_with_every_sample_on_one_mode(tmp_path)
     assert h.shares == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("dataset", ["mnist5k", "stacked-mnist", "ring8", "grid25"])
+@pytest.mark.parametrize("dataset", ["mnist5k", "stacked-mnist", "ring8", "grid25", "captioned-mnist"])
 def test_example_shapes_agree_with_the_datasets(dataset):
     """G is rebuilt without loading data: the shape table must match the real loaders."""
     from ganray.config import DataConfig

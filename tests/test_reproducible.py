@@ -57,10 +57,19 @@ def user_env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run(cwd: Path, *argv: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, f"{argv}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
+def start(cwd: Path, *argv: str, env: dict[str, str]) -> tuple[tuple[str, ...], subprocess.Popen]:
+    return argv, subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+
+
+def finish(started: tuple[tuple[str, ...], subprocess.Popen]) -> None:
+    argv, p = started
+    try:
+        out, err = p.communicate(timeout=600)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, f"{argv}: exit {p.returncode}\n{out[-3000:]}\n{err[-3000:]}"
 
 
 def record(trial: Path) -> tuple[list[dict], dict, dict[str, bytes]]:
@@ -83,17 +92,24 @@ def test_one_trial_alone_twice_and_in_a_two_trial_sweep_gives_identical_metrics_
 
     # alone, twice, each a fresh `ganray train --local` from its own directory with the default
     # storage (./ganray_results, relative): once in a shell without OMP_NUM_THREADS (torch's own
-    # default: one thread per core), once in one that sets 3
-    alone = []
-    for name, extra in (("alone", {}), ("alone-omp3", {"OMP_NUM_THREADS": "3"})):
+    # default: one thread per core), once in one that sets 3; and inside a sweep: the two trials run
+    # in their Tune actors, side by side where there are 2 CPUs. The three commands run at the same time (the sweep's Ray start overlaps the other two runs):
+    # each training process pins its own thread count, so running beside others changes no number.
+    for name in ("alone", "alone-omp3", "sweep"):
         (tmp_path / name).mkdir()
-        run(tmp_path / name, "-m", "ganray.cli", "train", "--local", "../repro.yaml", "--quiet", env=user_env(**extra))
-        alone.append(record(tmp_path / name / "ganray_results" / "repro" / "trials" / "train"))
-
-    # inside a sweep: the two trials run in their Tune actors, side by side where there are 2 CPUs
-    (tmp_path / "sweep").mkdir()
-    run(tmp_path / "sweep", str(ROOT / "jobs" / "sweep_zdim.py"), "--config", "../repro.yaml", "--no-report",
-        env=user_env(RAY_ADDRESS="local"))  # a Ray of its own, not one another process started here
+    running = [start(tmp_path / "sweep", str(ROOT / "jobs" / "sweep_zdim.py"), "--config", "../repro.yaml",
+                     "--no-report", env=user_env(RAY_ADDRESS="local"))]  # a Ray of its own, not one another process started here
+    for name, extra in (("alone", {}), ("alone-omp3", {"OMP_NUM_THREADS": "3"})):
+        running.append(start(tmp_path / name, "-m", "ganray.cli", "train", "--local", "../repro.yaml", "--quiet",
+                             env=user_env(**extra)))
+    try:
+        for started in running:
+            finish(started)
+    finally:
+        for _, p in running:
+            if p.poll() is None:
+                p.kill()
+    alone = [record(tmp_path / name / "ganray_results" / "repro" / "trials" / "train") for name in ("alone", "alone-omp3")]
     trials = tmp_path / "sweep" / "ganray_results" / "repro" / "trials"
     ran = yaml.safe_load((trials / "z2-s3" / "config.yaml").read_text())
     assert (ran["model"]["z_dim"], ran["experiment"]["seed"]) == (2, 3)

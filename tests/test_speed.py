@@ -361,7 +361,7 @@ def test_graphed_step_feeds_the_capture_the_draws_of_the_eager_step(fake_cuda):
 
     w = nn.Parameter(torch.ones(3))
     w.grad = torch.ones(3)
-    m = types.SimpleNamespace(opt_G=torch.optim.Adam([w]), opt_D=None)
+    m = types.SimpleNamespace(opts={"G": torch.optim.Adam([w])})
     g = speed.GraphedStep(step, warmup=2)
     for _ in range(2):  # eager warm-up: the samplers' own tensors reach the step
         g(m, next_real, sample_z, {}, None)

@@ -259,7 +259,8 @@ def test_hparams_table_of_a_smoke_sweep_on_s3(s3_bucket):
     metrics = {m["name"]["tag"]: m for m in experiment["metricInfos"]}
     assert list(metrics) == tags
     assert layout.VERDICT_LEGEND in metrics["verdict_code"]["description"]
-    assert layout.VERDICT_LEGEND == "0 healthy, 1 partial_collapse, 2 collapsed, 3 garbage, 4 diverged"
+    assert layout.VERDICT_LEGEND == ("0 healthy, 1 partial_collapse, 2 collapsed, 3 garbage, 4 diverged, "
+                                     "5 ignores_condition, 6 collapsed_per_condition, 7 content_lost, 8 many_to_one")
 
     assert sorted(g["name"] for g in groups) == sorted(trials)
     for group in groups:

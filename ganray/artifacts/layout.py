@@ -34,8 +34,12 @@ TENSORBOARD_DIR = "tensorboard"
 # Ray Train's own file in a trial folder: the checkpoints it has registered, which a re-run resumes from
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
 
-VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged")
-BAD_VERDICTS = ("collapsed", "diverged", "garbage")  # what the collapse stopper stops
+# conditional and translation runs' verdicts last, so that the codes below of the others stay what they were
+VERDICTS = ("healthy", "partial_collapse", "collapsed", "garbage", "diverged", "ignores_condition",
+            "collapsed_per_condition", "content_lost", "many_to_one")
+# what the collapse stopper stops
+BAD_VERDICTS = ("collapsed", "diverged", "garbage", "ignores_condition", "collapsed_per_condition", "content_lost",
+                "many_to_one")
 # The verdict as a number, for trackers that hold numbers only (TensorBoard's HParams, MLflow):
 # its index in VERDICTS. VERDICT_LEGEND says so in words wherever such a number is shown.
 VERDICT_CODES = {v: i for i, v in enumerate(VERDICTS)}

@@ -25,13 +25,19 @@ from ganray.config.parse import MAX_INT, ConfigError, check_range, convert, did_
 from ganray.config.sections import (  # noqa: F401 (re-exported)
     ADAM_IMPLS,
     ARCHS,
+    CYCLEGAN_SETS,
     D_UPDATES,
     DATASETS,
+    DIGIT_TRANSFORMS,
     FAMILIES,
     FAMILY_DEFAULTS,
     FAMILY_KEYS,
+    LABELLED_DATASETS,
+    REMEDY_FAMILIES,
     SWEEP_AXES,
+    TEXT_DATASETS,
     TWO_D_DATASETS,
+    UNPAIRED_DATASETS,
     DataConfig,
     EvalConfig,
     ExperimentConfig,
@@ -159,6 +165,7 @@ def _cross_checks(cfg: Config) -> list[str]:
                     "packing one-worker trials")
     errs += _speed_checks(cfg)
     errs += _remedy_checks(cfg)
+    errs += _conditional_checks(cfg)
     errs += _variant_checks(cfg)
     return errs
 
@@ -167,15 +174,57 @@ def _remedy_checks(cfg: Config) -> list[str]:
     """model.pack and model.minibatch_std reshape D's batch: they must divide it."""
     m, errs = cfg.model, []
     remedies = [k for k, off in (("pack", 1), ("minibatch_std", 0), ("spectral_norm", False)) if getattr(m, k) != off]
-    families = sorted({cfg.train.family, *cfg.sweep.family} & {"vae"})
+    families = sorted({cfg.train.family, *cfg.sweep.family} - set(REMEDY_FAMILIES))
     if remedies and families:
-        errs.append(f"model.{remedies[0]}: the vae family has no discriminator; remove it or use gan, wgan-gp, began")
+        why = "has no discriminator" if families == ["vae"] else "does not take it"
+        errs.append(f"model.{remedies[0]}: the {', '.join(families)} family {why}; remove it or use "
+                    f"{', '.join(REMEDY_FAMILIES)}")
     if cfg.train.batch_size % m.pack:
         errs.append(f"model.pack: {m.pack} does not divide train.batch_size {cfg.train.batch_size} "
                     "(D judges packs of model.pack samples)")
     elif m.minibatch_std and (cfg.train.batch_size // m.pack) % m.minibatch_std:
         errs.append(f"model.minibatch_std: group size {m.minibatch_std} does not divide D's batch of "
                     f"{cfg.train.batch_size // m.pack} (train.batch_size / model.pack)")
+    return errs
+
+
+def _conditional_checks(cfg: Config) -> list[str]:
+    """A class-conditional family needs an image dataset with class labels."""
+    families, errs = {cfg.train.family, *cfg.sweep.family}, []
+    if "cgan" in families and cfg.data.dataset not in LABELLED_DATASETS:
+        errs.append(f"train.family: cgan conditions on class labels; data.dataset {cfg.data.dataset!r} has none it "
+                    f"can use (use {', '.join(LABELLED_DATASETS)})")
+    if "stackgan" in families:
+        if cfg.data.dataset not in TEXT_DATASETS:
+            errs.append(f"train.family: stackgan conditions on captions; data.dataset {cfg.data.dataset!r} has none "
+                        f"(use {', '.join(TEXT_DATASETS)})")
+        if cfg.train.stage == 2 and not cfg.train.stage1_checkpoint:
+            errs.append("train.stage1_checkpoint: Stage II trains on a frozen Stage I; give the URI of a Stage-I "
+                        "checkpoint (a trial folder or checkpoint.pt)")
+        if cfg.train.batch_size < 2:
+            errs.append("train.batch_size: stackgan's mismatched (real image, wrong text) pairs need at least 2")
+    if cfg.train.stage1_checkpoint and (cfg.train.family != "stackgan" or cfg.train.stage != 2):
+        errs.append("train.stage1_checkpoint: only for train.family stackgan with train.stage 2")
+    return errs + _translation_checks(cfg, families)
+
+
+def _translation_checks(cfg: Config, families: set[str]) -> list[str]:
+    """cyclegan translates between the two domains of an unpaired dataset, and only it reads one."""
+    errs = []
+    unpaired = cfg.data.dataset in UNPAIRED_DATASETS
+    if "cyclegan" in families and not unpaired:
+        errs.append(f"train.family: cyclegan translates between two unpaired domains; data.dataset "
+                    f"{cfg.data.dataset!r} has one (use digits2inverse or cyclegan:<name>, e.g. cyclegan:horse2zebra)")
+    if unpaired and families - {"cyclegan"}:
+        errs.append(f"data.dataset: {cfg.data.dataset} holds two unpaired domains, for train.family cyclegan; "
+                    f"train.family or sweep.family gives {', '.join(sorted(families - {'cyclegan'}))}")
+    if "cyclegan" in families:
+        if cfg.model.g_ema:
+            errs.append("model.g_ema: not for cyclegan (its two generators translate; no G_ema is kept)")
+        if cfg.train.n_critic != 1:
+            errs.append(f"train.n_critic: cyclegan takes one D step per G step, as the reference (got {cfg.train.n_critic})")
+    if cfg.data.crop_size and cfg.data.load_size and cfg.data.crop_size > cfg.data.load_size:
+        errs.append(f"data.crop_size: {cfg.data.crop_size} is larger than data.load_size {cfg.data.load_size}")
     return errs
 
 

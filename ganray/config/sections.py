@@ -10,9 +10,21 @@ from ganray.config.parse import ConfigError
 
 # Names other layers register; kept here so a config can be checked before anything
 # heavy is imported. Tests assert these agree with the registries.
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25")
+# The official CycleGAN datasets, as the authors' datasets/download_cyclegan_dataset.sh lists them:
+# data.dataset cyclegan:<name> (ganray.data.unpaired)
+CYCLEGAN_SETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
+                 "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower", "ae_photos")
+# Two unpaired domains (cyclegan): the offline digits pair and the official sets
+UNPAIRED_DATASETS = ("digits2inverse", *(f"cyclegan:{n}" for n in CYCLEGAN_SETS))
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist5k", "stacked-mnist", "ring8", "grid25", "captioned-mnist",
+            "cub200", *UNPAIRED_DATASETS)
+DIGIT_TRANSFORMS = ("thick-invert", "invert-transpose")  # data.digits_transform (ganray.data.unpaired)
+TEXT_DATASETS = ("captioned-mnist", "cub200")  # images with captions and their embeddings (stackgan)
 TWO_D_DATASETS = ("ring8", "grid25")  # the 2-D mixtures (points, not images): the one list of them
-FAMILIES = ("gan", "wgan-gp", "began", "vae")
+FAMILIES = ("gan", "wgan-gp", "began", "vae", "cgan", "stackgan", "cyclegan")
+REMEDY_FAMILIES = ("gan", "wgan-gp", "began")  # the families model.pack, minibatch_std, spectral_norm apply to
+# Image datasets with class labels: what a class-conditional family (cgan) can condition on
+LABELLED_DATASETS = ("mnist", "mnist5k", "fashion-mnist", "cifar10", "captioned-mnist")
 ARCHS = ("auto", "dcgan", "mlp", "pacgan-mlp")  # pacgan-mlp: the PacGAN authors' 2-D nets (ganray.models.mlp)
 D_UPDATES = ("joint", "fake_then_real")  # train.d_updates (ganray.families.gan)
 ADAM_IMPLS = ("default", "for-loop", "foreach", "fused")  # speed.adam; ganray.families maps them to torch's flags
@@ -32,6 +44,12 @@ FAMILY_DEFAULTS: dict[str, dict[str, float | int]] = {
     "began": dict(lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.999, n_critic=1),
     # VAE baseline: ganray's own (the VAE paper used Adagrad); lr_d and n_critic are not used
     "vae": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
+    # class-conditional DCGAN: DCGAN's Adam 2e-4, beta1 0.5 (as Miyato & Koyama's DCGAN-size runs)
+    "cgan": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
+    # StackGAN-v1 (Zhang et al. 2017; the authors' code): Adam 2e-4, betas (0.5, 0.999), both stages
+    "stackgan": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
+    # CycleGAN (Zhu et al. 2017; the authors' train options): Adam 2e-4, betas (0.5, 0.999)
+    "cyclegan": dict(lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, n_critic=1),
 }
 
 
@@ -67,7 +85,8 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _f("mnist5k", choices=DATASETS, doc="training data: images, or the 2D mixtures ring8, grid25")
+    dataset: str = _f("mnist5k", choices=DATASETS, doc="training data: images, the 2D mixtures ring8, grid25, or "
+                                                        "captioned images (captioned-mnist offline, cub200) for stackgan")
     source: str = _f(
         "",
         doc="folder or s3://, gs:// prefix holding the official files (read from there only); "
@@ -88,6 +107,18 @@ class DataConfig:
     )
     seed: int = _f(0, ge=0, doc="seed of generated data (stacked-mnist triplets, 2D mixture draws); fixed across trials")
     stacked_base: str = _f("mnist5k", choices=("mnist5k", "mnist"), doc="stacked-mnist: where the base digits come from")
+    load_size: int = _f(0, ge=0, le=4096, doc="cub200, cyclegan:<name>: images resized to this size when loaded "
+                                            "(cub200: 0 = 64, Stage I's; a Stage-II run sets 256 and Stage I is trained "
+                                            "on them downsampled; CycleGAN reference 286)")
+    crop_size: int = _f(0, ge=0, le=4096, doc="cyclegan:<name>: a random crop of this size per draw (reference 256); "
+                                            "0 = no crop")
+    flip: bool = _f(True, doc="cyclegan:<name>: a random horizontal flip per draw in training (the reference's "
+                              "default; false = its --no_flip)")
+    digits_transform: str = _f(
+        "thick-invert", choices=DIGIT_TRANSFORMS,
+        doc="digits2inverse: domain B's transformation of the digits. thick-invert = -dilate3x3(a) (undone up to a "
+            "closing; a translator learns it in minutes on a CPU); invert-transpose = -a^T (undone exactly; a "
+            "global pixel permutation, slow for a convolutional translator)")
 
 
 @dataclass(frozen=True)
@@ -115,6 +146,16 @@ class ModelConfig:
                                                  "(train.batch_size / model.pack)")
     spectral_norm: bool = _f(False, doc="spectral normalisation of every conv and linear weight of D "
                                         "(Miyato et al. 2018; BEGAN: of the autoencoder)")
+    # conditional and translation families (cgan, stackgan, cyclegan)
+    embed_dim: int = _f(0, ge=0, le=4096, doc="cgan: size of G's class embedding, concatenated to z; 0 = z_dim")
+    c_dim: int = _f(128, ge=1, le=4096, doc="stackgan: size of the conditioning vector c (conditioning augmentation's "
+                                            "mu and sigma)")
+    cond_augment: bool = _f(True, doc="stackgan: conditioning augmentation, c = mu + sigma * eps with a KL term in "
+                                      "G's loss; false = c a fixed linear map of the text embedding (no noise, no KL)")
+    ngf: int = _f(64, ge=1, le=4096, doc="stackgan, cyclegan: G's base channel count (model.width does not apply)")
+    ndf: int = _f(64, ge=1, le=4096, doc="stackgan, cyclegan: D's base channel count (model.width does not apply)")
+    res_blocks: int = _f(0, ge=0, le=64, doc="stackgan Stage II, cyclegan: residual blocks of G; 0 = from the image "
+                                             "size (cyclegan: 9 at 256, 6 at 128, fewer below)")
 
 
 @dataclass(frozen=True)
@@ -138,6 +179,17 @@ class TrainConfig:
     began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
     began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")
     vae_alpha: float = _f(1.0, gt=0, doc="VAE loss = KL + alpha * MSE")
+    kl_weight: float = _f(2.0, ge=0, doc="stackgan: weight of conditioning augmentation's KL(N(mu, sigma^2) || "
+                                         "N(0, I)) in G's loss (the authors' code 2.0; the paper's text lambda = 1)")
+    stage: int = _f(1, ge=1, le=2, doc="stackgan: 1 = train Stage I; 2 = train Stage II on a frozen Stage I")
+    stage1_checkpoint: str = _f("", doc="stackgan stage 2: URI of the Stage-I checkpoint (a trial folder or "
+                                        "checkpoint path, local, s3:// or gs://)")
+    lr_decay_steps: int = _f(0, ge=0, doc="stackgan: halve both learning rates every this many steps; 0 = never")
+    lambda_cycle: float = _f(10.0, ge=0, doc="cyclegan: weight of the cycle-consistency L1 terms (reference 10)")
+    lambda_identity: float = _f(0.5, ge=0, doc="cyclegan: identity L1 weight as a share of lambda_cycle (reference "
+                                               "0.5, i.e. 5); 0 = off")
+    pool_size: int = _f(50, ge=0, le=10_000, doc="cyclegan: generated images each D's history pool keeps "
+                                                 "(reference 50); 0 = no pool")
     log_every: int = _f(20, ge=1, doc="steps between logged metric rows (and the last step)")
     eval_every: int = _f(100, ge=1, doc="steps between evaluations: metrics and the collapse verdict")
     sample_every: int = _f(100, ge=1, doc="steps between sample grids (the fixed-z GIF's frames)")
@@ -175,7 +227,9 @@ class SweepConfig:
     lr_d: tuple[float, ...] = _f((), doc="grid; () = train.lr_d only")
     family: tuple[str, ...] = _f((), doc="grid; () = train.family only")
     seeds: tuple[int, ...] = _f((0,), doc="seeds per grid point")
-    stopper: bool = _f(True, doc="stop trials whose verdict is collapsed/diverged/garbage")
+    stopper: bool = _f(True, doc="stop trials whose verdict is collapsed, diverged, garbage or a conditional or "
+                                 "translation collapse (ignores_condition, collapsed_per_condition, content_lost, "
+                                 "many_to_one)")
     patience: int = _f(2, ge=1, doc="consecutive bad evaluations before a trial is stopped")
     grace_steps: int = _f(200, ge=0, doc="no early stop before this step: young GANs look like garbage")
     asha: bool = _f(False, doc="ASHA scheduler: stop trials that rank low by asha_metric at each rung")
@@ -207,8 +261,11 @@ class EvalConfig:
     n_fixed_z: int = _f(64, ge=1, doc="fixed z batch for sample grids, GIF and flip rate")
     metrics: tuple[str, ...] = _f(
         ("class_coverage", "mixture_coverage", "fcd", "kid", "prdc", "near_real", "fixed_z_flip_rate",
-         "sample_diversity", "training_signals"),
-        doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) are skipped",
+         "sample_diversity", "training_signals", "condition_fidelity", "condition_diversity", "condition_fcd",
+         "condition_coverage", "translation_content", "translation_diversity", "translation_fcd"),
+        doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) or the family (the "
+            "condition_* ones: conditional families only; the translation_* ones: translation families, cyclegan, "
+            "only) are skipped",
     )
     n_real: int = _f(10000, ge=10, doc="real samples in the cached reference statistics (FCD, PRDC)")
     prdc_k: int = _f(5, ge=1, doc="k of the k-NN balls of precision/recall/density/coverage")
@@ -220,6 +277,19 @@ class EvalConfig:
         0.1, ge=0, doc="partial_collapse above this KL(p||uniform) in nats, after the (K-1)/2n small-sample bias")
     duplicate_partial: float = _f(0.2, ge=0, le=1, doc="partial_collapse at or above this share of near-copies")
     duplicate_collapsed: float = _f(0.5, ge=0, le=1, doc="collapsed at or above this share of near-copies")
+    # conditional families (cgan, stackgan) and translation (cyclegan): docs/metrics.md "Conditional collapse"
+    fidelity_ignores: float = _f(
+        0.5, ge=0, le=1, doc="ignores_condition below this share of samples the reference classifier puts in the "
+                             "class they were asked for, overall or in one condition (chance 1/K; real mnist 0.98, "
+                             "worst class 0.88)")
+    condition_spread_collapsed: float = _f(
+        0.25, ge=0, doc="collapsed_per_condition below this spread ratio of one condition's samples over real images "
+                        "of its class (classifier features; real 0.95-1.22, one image + pixel noise 0.18-0.35)")
+    content_kept_lost: float = _f(
+        0.5, ge=0, le=1, doc="content_lost below this share of translated test images that keep their input's class "
+                             "(per direction; chance 1/K)")
+    translation_spread_collapsed: float = _f(
+        0.25, ge=0, doc="many_to_one below this spread of translated outputs over their inputs' (per direction)")
     near_real_garbage: float = _f(
         0.2, ge=0, le=1, doc="garbage below this share of samples as near the real features as real ones are "
                              "(images; noise: 0, young DCGANs that already cover every class: 0.24-0.48)")

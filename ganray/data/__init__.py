@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ganray.config import DataConfig, is_2d
+from ganray.config import UNPAIRED_DATASETS, DataConfig, is_2d
 from ganray.exits import BadInput
 
 
@@ -30,6 +30,11 @@ class Dataset:
     num_classes: int
     class_names: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # e.g. {"means": [K, 2], "sigma": float} for 2D mixtures
+    # Text conditions (captioned-mnist, cub200): float32 [N, T, E], T caption embeddings of size E
+    # per example (the sampler draws one of the T per draw), with their captions [N][T]. None for
+    # datasets without text: class-conditional families condition on y.
+    c: torch.Tensor | None = None
+    captions: tuple[tuple[str, ...], ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -43,11 +48,24 @@ class Dataset:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def has_text(self) -> bool:
+        return self.c is not None
+
+    def take(self, idx: torch.Tensor | slice) -> "Dataset":
+        """The examples at `idx` (an index tensor, boolean mask or slice), their conditions with them."""
+        if isinstance(idx, slice):
+            rows = range(len(self))[idx]
+        else:
+            rows = torch.arange(len(self))[idx].tolist()
+        captions = tuple(self.captions[i] for i in rows) if self.captions else ()
+        return replace(self, x=self.x[idx], y=self.y[idx], c=None if self.c is None else self.c[idx], captions=captions)
+
     def shard(self, rank: int, world_size: int) -> "Dataset":
         """Every world_size-th example starting at rank: disjoint shards of near-equal size."""
         if world_size <= 1:
             return self
-        return replace(self, x=self.x[rank::world_size], y=self.y[rank::world_size])
+        return self.take(slice(rank, None, world_size))
 
     def subset(self, classes: tuple[int, ...]) -> "Dataset":
         if not classes:
@@ -56,7 +74,7 @@ class Dataset:
         if bad:
             raise DataError(f"data.classes: {bad} not in 0..{self.num_classes - 1} for {self.name}")
         keep = torch.isin(self.y, torch.tensor(classes, dtype=self.y.dtype))
-        return replace(self, x=self.x[keep], y=self.y[keep])
+        return self.take(keep)
 
 
 _LOADERS: dict[str, Callable[[DataConfig, str], Dataset]] = {}
@@ -76,12 +94,16 @@ def dataset_names() -> tuple[str, ...]:
 
 
 def _import_all() -> None:
-    from ganray.data import cifar10, idx, mixtures, mnist5k, stacked  # noqa: F401  (register loaders)
+    from ganray.data import captioned, cifar10, cub200, idx, mixtures, mnist5k, stacked  # noqa: F401  (register loaders)
 
 
 def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
     """Load `cfg.dataset` (`split` = "train" or "test"), apply the class subset and the size cap."""
     _import_all()
+    if cfg.dataset in UNPAIRED_DATASETS:  # two domains (cyclegan): ganray.data.unpaired's Unpaired
+        from ganray.data.unpaired import load_unpaired  # noqa: PLC0415
+
+        return load_unpaired(cfg, split)
     if cfg.dataset not in _LOADERS:
         raise DataError(f"data.dataset: unknown dataset {cfg.dataset!r}; allowed: {', '.join(_LOADERS)}")
     ds = _LOADERS[cfg.dataset](cfg, split).subset(cfg.classes)
@@ -89,20 +111,36 @@ def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
         # A seeded random subset, kept in file order: the first n of a class-sorted file
         # (mnist5k is sorted by digit) would hold only a few classes.
         keep = torch.randperm(len(ds), generator=split_generator(cfg.seed, split))[: cfg.n_train].sort().values
-        ds = replace(ds, x=ds.x[keep], y=ds.y[keep])
+        ds = ds.take(keep)
     return ds
 
 
 # Shape of one image of each image dataset; every 2-D mixture's example is a point (2,).
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion-mnist": (1, 28, 28),
-                "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32)}
+                "stacked-mnist": (3, 28, 28), "cifar10": (3, 32, 32), "captioned-mnist": (1, 28, 28)}
+CUB_DEFAULT_SIZE = 64  # cub200 with data.load_size 0: Stage I's 64x64
+# Size of each text dataset's caption embeddings (Dataset.c's last axis)
+TEXT_EMBED_DIMS = {"captioned-mnist": 1024, "cub200": 1024}
 
 
-def example_shape(dataset: str) -> tuple[int, ...]:
-    """The shape of one example of `dataset`, known without loading it: what G is rebuilt with
-    from a checkpoint (the loaders' Dataset.shape agrees; a test checks)."""
+# Classes of each labelled dataset: what a class-conditional G's embedding is sized for (labels keep
+# their values under data.classes, so the whole dataset's count)
+NUM_CLASSES = {"mnist": 10, "mnist5k": 10, "fashion-mnist": 10, "cifar10": 10, "captioned-mnist": 10, "cub200": 200}
+
+
+def num_classes(dataset: str) -> int:
+    """The number of classes of `dataset`, known without loading it; 0 when it has no class labels."""
+    return NUM_CLASSES.get(dataset, 0)
+
+
+def example_shape(dataset: str, load_size: int = 0) -> tuple[int, ...]:
+    """The shape of one example of `dataset` (cub200: at data.load_size), known without loading
+    it: what G is rebuilt with from a checkpoint (the loaders' Dataset.shape agrees; a test checks)."""
     if is_2d(dataset):
         return (2,)
+    if dataset == "cub200":
+        size = load_size or CUB_DEFAULT_SIZE
+        return (3, size, size)
     if dataset not in IMAGE_SHAPES:
         raise DataError(f"data.dataset: no known example shape for {dataset!r}")
     return IMAGE_SHAPES[dataset]

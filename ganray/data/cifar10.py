@@ -5,22 +5,19 @@ pickled dict {b"data": uint8 [10000, 3072], b"labels": [10000 ints], ...}; a row
 the 1024 red, then 1024 green, then 1024 blue pixels of a 32x32 image in row-major order,
 i.e. already [C, H, W].
 
-The batches are pickles, and unpickling can run code: they are read with an unpickler that
-only resolves the few numpy names an array needs, so a tampered file fails instead of running.
+The batches are pickles, and unpickling can run code: they are read with ganray.data.safe_pickle,
+which only resolves the few numpy names an array needs, so a tampered file fails instead of running.
 """
 from __future__ import annotations
 
-import io
-import pickle
-import tarfile
 from typing import Mapping
 
 import numpy as np
 import torch
 
 from ganray.config import DataConfig
-from ganray.data import DataError, Dataset, check_split, register_dataset, to_unit_range
-from ganray.data.download import Expected, open_file
+from ganray.data import DataError, Dataset, check_split, register_dataset, safe_pickle, to_unit_range
+from ganray.data.download import Expected, tar_members
 
 TARBALL = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -30,32 +27,10 @@ BATCHES = {
 }
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # protocol-2 pickles written by Python 3 encode bytes this way
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise DataError(f"cifar10: refusing to unpickle {module}.{name} (only numpy arrays are expected)")
-        return super().find_class(module, name)
-
 
 def _load_batch(raw: bytes, member: str) -> tuple[np.ndarray, np.ndarray]:
     """One batch pickle -> (uint8 [N, 3, 32, 32], int64 [N])."""
-    try:
-        d = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001  (pickle raises anything on garbage)
-        raise DataError(f"cifar10: {member} is not a readable batch pickle: {e}") from None
+    d = safe_pickle.load(raw, f"cifar10: {member}", encoding="bytes")
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         raise DataError(f"cifar10: {member} lacks the b'data' / b'labels' entries")
     data = np.asarray(d[b"data"], dtype=np.uint8)
@@ -68,15 +43,7 @@ def _load_batch(raw: bytes, member: str) -> tuple[np.ndarray, np.ndarray]:
 def _read_batches(cfg: DataConfig, split: str, checksums) -> dict[str, bytes]:
     """The raw pickles of `split`'s batches, read in one sequential pass over the tarball."""
     wanted = {f"{FOLDER}/{b}": b for b in BATCHES[split]}
-    found: dict[str, bytes] = {}
-    with open_file("cifar10", TARBALL, cfg, checksums) as f:
-        try:
-            with tarfile.open(fileobj=f, mode="r|gz") as tar:  # streaming: works on bucket streams
-                for member in tar:
-                    if member.name in wanted and member.isfile():
-                        found[wanted[member.name]] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DataError(f"cifar10: {TARBALL} is not a readable tar.gz: {e}") from None
+    found = {wanted[m]: raw for m, raw in tar_members("cifar10", TARBALL, cfg, wanted, checksums).items()}
     missing = [b for b in BATCHES[split] if b not in found]
     if missing:
         raise DataError(f"cifar10: {TARBALL} lacks {', '.join(f'{FOLDER}/{m}' for m in missing)}")

@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import socket
+import tarfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO, Mapping, NamedTuple
+from typing import BinaryIO, Collection, Mapping, NamedTuple
 
 import pyarrow.fs as pafs
 
@@ -48,9 +49,16 @@ MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
     "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     "cifar10": ("https://www.cs.toronto.edu/~kriz/",),
+    # CUB_200_2011.tgz only: the StackGAN authors publish birds.zip on Google Drive, which has no
+    # base-URL + file-name address (ganray.data.cub200 says how to supply it).
+    "cub200": ("https://data.caltech.edu/records/65de6-vp158/files/",),
     # Not a dataset: the Inception weights of FID/KID/IS (ganray.metrics.inception), from the
     # torch-fidelity release that its FeatureExtractorInceptionV3 downloads them from.
     "inception": ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/",),
+    # The CycleGAN datasets (<name>.zip, ganray.data.unpaired): the server the reference repository's
+    # datasets/download_cyclegan_dataset.sh uses now, then the one it used before (the URLs TFDS checked).
+    "cyclegan": ("https://efrosgans.eecs.berkeley.edu/cyclegan/datasets/",
+                 "https://people.eecs.berkeley.edu/~taesung_park/CycleGAN/datasets/"),
 }
 
 CHECKSUMS: dict[str, dict[str, Expected]] = {
@@ -78,6 +86,13 @@ CHECKSUMS: dict[str, dict[str, Expected]] = {
     "cifar10": {
         "cifar-10-python.tar.gz": Expected(170498071, "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
     },
+    # Source: tensorflow/datasets, tensorflow_datasets/url_checksums/caltech_birds2011.txt (size,
+    # sha256 of CUB_200_2011.tgz; torchvision-style loaders check the same file's md5
+    # 97eceeb196236b17998738112f37df78). birds.zip (the StackGAN authors' embeddings and captions)
+    # has no published sha256: it is not listed, so ganray refuses to download it unchecked.
+    "cub200": {
+        "CUB_200_2011.tgz": Expected(1150585339, "0c685df5597a8b24909f6a7c9db6d11e008733779a671760afef78feb49bf081"),
+    },
     # TF Inception 2015-12-05 converted to PyTorch (torch-fidelity v0.2.0 release; the same bytes as
     # pytorch-fid's pt_inception-2015-12-05-6726825d.pth). The name's 6726825d is the sha256 prefix
     # torch.hub checks; the full sha256 and size are those listed with that file in several
@@ -85,6 +100,25 @@ CHECKSUMS: dict[str, dict[str, Expected]] = {
     "inception": {
         "weights-inception-2015-12-05-6726825d.pth": Expected(
             95628359, "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"),
+    },
+    # Source: tensorflow/datasets, tensorflow_datasets/url_checksums/cycle_gan.txt (size, sha256 of
+    # people.eecs.berkeley.edu/~taesung_park/CycleGAN/datasets/<name>.zip). ae_photos has no published
+    # digest: it is refused for download (expected_for) and read only from data.source. Not downloadable
+    # from the CI machines: the real files are untested there (tests serve zips from 127.0.0.1).
+    "cyclegan": {
+        "apple2orange.zip": Expected(78456409, "845a191e9af8926408ea597001cd03a452e3300a1f44a79fe329b3d59f6e3eb8"),
+        "cezanne2photo.zip": Expected(279885071, "3a6c10ca21f9485862f1cbd707744b9dc258954a04631271d23a3605eeb63cff"),
+        "cityscapes.zip": Expected(279601602, "d2f6910fd056c1ee9873777ae838e7ac4a2c833598ae62a04188e5ab2f4ea036"),
+        "facades.zip": Expected(35135868, "9a31ebf3a31b9b5cd195dd5bf62e9308e00cb94604d1019e3889ac84248695c0"),
+        "horse2zebra.zip": Expected(116867962, "a74d9d392eecca9966b51287a76ca126af473d9de4f3e8fc0e9cda08fa1730a1"),
+        "iphone2dslr_flower.zip": Expected(
+            339964458, "8fcb5e374d631b107e1d961b8c4cd0a186aa2a4ff3e279923f4c426128de7113"),
+        "maps.zip": Expected(1476754427, "639534f69dbf9f36bef8d6292a7698006361221f83f0285d7c9ca78afe6e8a9e"),
+        "monet2photo.zip": Expected(305231073, "88f91b00fc228f97c9411fbf1880ec1d119c98f1722e4cfcfaa2fb35fac05b04"),
+        "summer2winter_yosemite.zip": Expected(
+            132640856, "167fe1726807a9d22bd106b4a6c0bd7953b688af924ac1bf967439c4961e49f9"),
+        "ukiyoe2photo.zip": Expected(292946532, "02a2a2fb5ecf425ca1bf86aca7304377da64a2a1d3b86df54eb65e4068bf3b08"),
+        "vangogh2photo.zip": Expected(306590349, "362c3473e70be0944bda08d49d660eafdc2854df55d697835b8186d1d79caaff"),
     },
 }
 
@@ -286,3 +320,24 @@ def open_file(
     if cfg.source:
         return _open_source(cfg.source, name)
     return open(cached_file(dataset, name, cfg, checksums), "rb")
+
+
+def tar_members(
+    dataset: str,
+    name: str,
+    cfg: DataConfig,
+    wanted: Collection[str],
+    checksums: Mapping[str, Mapping[str, Expected]] | None = None,
+) -> dict[str, bytes]:
+    """{member name: bytes} of the regular files `wanted` in the official tar.gz `name` (`open_file`),
+    read in one sequential pass, so a bucket stream works; members not in the archive are absent."""
+    found: dict[str, bytes] = {}
+    with open_file(dataset, name, cfg, checksums) as f:
+        try:
+            with tarfile.open(fileobj=f, mode="r|gz") as tar:
+                for member in tar:
+                    if member.isfile() and member.name in wanted:
+                        found[member.name] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{dataset}: {name} is not a readable tar.gz: {e}") from None
+    return found

@@ -67,11 +67,56 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 @dataclass
 class Models:
-    G: nn.Module  # possibly DDP-wrapped by the caller; VAE: the decoder
-    D: nn.Module  # possibly DDP-wrapped; BEGAN: the autoencoder; VAE: the encoder
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer | None  # VAE: None (one optimizer over encoder + decoder, in opt_G)
+    """Every network of a run by name, and its optimizers.
+
+    The two-network families (gan, wgan-gp, began, vae, cgan, stackgan) name theirs "G" and "D"
+    (BEGAN: D the autoencoder; VAE: G the decoder, D the encoder); cyclegan "G_AB", "G_BA", "D_A",
+    "D_B". Optimizers by side: "G" over every generator, "D" over every discriminator (VAE: "G"
+    only, over encoder + decoder). Checkpoints hold each network under its name and each
+    optimizer under "opt_<side>" (ganray.train.state)."""
+
+    nets: dict[str, nn.Module]  # possibly DDP-wrapped by the caller
+    opts: dict[str, torch.optim.Optimizer]
     G_ema: nn.Module | None = None  # kept by the loop, not by families
+
+    @classmethod
+    def pair(cls, G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer,
+             opt_D: torch.optim.Optimizer | None) -> "Models":
+        return cls(nets={"G": G, "D": D}, opts={"G": opt_G, **({"D": opt_D} if opt_D is not None else {})})
+
+    def module(self, name: str) -> nn.Module:
+        """The network `name` without its DDP / compile wrapper."""
+        return unwrap(self.nets[name])
+
+    def wrap(self, fn: Wrap) -> None:
+        """Pass every network with trainable parameters through `fn` (DDP) in place."""
+        for name, net in self.nets.items():
+            if any(p.requires_grad for p in net.parameters()):
+                self.nets[name] = fn(net)
+
+    @property
+    def G(self) -> nn.Module:
+        return self.nets["G"]
+
+    @G.setter
+    def G(self, module: nn.Module) -> None:
+        self.nets["G"] = module
+
+    @property
+    def D(self) -> nn.Module:
+        return self.nets["D"]
+
+    @D.setter
+    def D(self, module: nn.Module) -> None:
+        self.nets["D"] = module
+
+    @property
+    def opt_G(self) -> torch.optim.Optimizer:
+        return self.opts["G"]
+
+    @property
+    def opt_D(self) -> torch.optim.Optimizer | None:
+        return self.opts.get("D")
 
     @property
     def G_module(self) -> nn.Module:
@@ -114,13 +159,15 @@ def build_adversarial(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity
                       device: torch.device | str = "cpu", *, family: str) -> Models:
     """G and D for `family` from cfg.model, moved to `device`, each passed through `wrap`;
     Adam(lr_g) over G's and Adam(lr_d) over D's unwrapped parameters, betas (beta1, beta2)."""
+    from ganray.data import num_classes  # noqa: PLC0415
     from ganray.models import build_discriminator, build_generator  # noqa: PLC0415
 
-    G = build_generator(cfg.model, shape).to(device)
-    D = build_discriminator(cfg.model, shape, family).to(device)
+    k = num_classes(cfg.data.dataset)  # cgan: the classes G and D embed
+    G = build_generator(cfg.model, shape, family, k).to(device)
+    D = build_discriminator(cfg.model, shape, family, k).to(device)
     opt_G = adam(G.parameters(), cfg.train.lr_g, cfg.train, cfg.speed)
     opt_D = adam(D.parameters(), cfg.train.lr_d, cfg.train, cfg.speed)
-    return Models(G=wrap(G), D=wrap(D), opt_G=opt_G, opt_D=opt_D)
+    return Models.pair(wrap(G), wrap(D), opt_G, opt_D)
 
 
 def adversarial_builder(family: str) -> Callable[..., Models]:
@@ -138,7 +185,7 @@ def adversarial_step(d_step: DStep, g_step: GStep) -> Callable[..., Stats]:
         n = 0
         for _ in range(tc.n_critic):
             real = next_real()
-            n = real.shape[0]
+            n = (real[0] if isinstance(real, tuple) else real).shape[0]  # conditional: (x, cond)
             # G's forward runs under no_grad inside d_step, so the unwrapped G is enough (no DDP hooks).
             stats = d_step(m.G_module, m.D, m.opt_D, real, sample_z(n), state, tc)
         # D unwrapped (its gradients must not be all-reduced); g_step freezes its parameters.
@@ -160,6 +207,14 @@ class Family:
     step: Callable[..., Stats]  # (m, next_real, sample_z, state, tc) -> {name: 0-dim tensor}
     d_step: DStep | None = None  # None for the VAE (one optimizer, no adversary)
     g_step: GStep | None = None
+    # step -> the factor on the config's learning rates at that step (None: constant); the loop
+    # sets the rates before every step, and a resume at step s sets those of step s
+    lr_factor: Callable[[int, TrainConfig], float] | None = None
+    conditional: bool = False  # next_real() -> (x, cond), sample_z(n) -> (z, cond); G(z, cond), D(x, cond)
+    translation: bool = False  # next_real() -> (a, b) of two unpaired domains; nets G_AB, G_BA, D_A, D_B
+    # before a new run's first step, with the train layer's checkpoint reader uri -> (state, config)
+    # (stackgan Stage II: load Stage I)
+    start: Callable[[Models, Config, Callable[[str], tuple[dict, Config]]], None] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -171,7 +226,7 @@ def register_family(family: Family) -> Family:
 
 
 def _import_all() -> None:
-    from ganray.families import began, gan, vae, wgan_gp  # noqa: F401, PLC0415 (register families)
+    from ganray.families import began, cgan, cyclegan, gan, stackgan, vae, wgan_gp  # noqa: F401, PLC0415 (register)
 
 
 def family_names() -> tuple[str, ...]:

@@ -59,7 +59,7 @@ def build(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity, device: to
     decoder = build_generator(cfg.model, shape).to(device)
     encoder = build_discriminator(cfg.model, shape, "vae").to(device)
     opt = adam([*encoder.parameters(), *decoder.parameters()], cfg.train.lr_g, cfg.train, cfg.speed)
-    return Models(G=wrap(decoder), D=wrap(encoder), opt_G=opt, opt_D=None)
+    return Models.pair(wrap(decoder), wrap(encoder), opt, None)
 
 
 def step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:

@@ -74,6 +74,23 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in (
     _spec("sample_diversity", ("spread_ratio", "duplicate_share"), ALL_KINDS),
     _spec("training_signals", ("nonfinite_stats", "loss_D_rel_range", "loss_G_rel_range", "d_acc_range",
                                "d_acc_mean", "m_global_trend"), ALL_KINDS),
+    # conditional runs only (samples with the class each was asked for; {} otherwise): ganray.metrics.conditional
+    MetricSpec("condition_fidelity", ("condition_fidelity", "condition_fidelity_min"), (IMAGE,), True, False,
+               "ganray.metrics.conditional"),
+    MetricSpec("condition_diversity", ("condition_spread_ratio", "condition_spread_ratio_min",
+                                       "condition_duplicate_share", "condition_duplicate_share_max"),
+               (IMAGE,), True, True, "ganray.metrics.conditional"),
+    MetricSpec("condition_fcd", ("condition_fcd", "condition_fcd_max"), (IMAGE,), True, True,
+               "ganray.metrics.conditional"),
+    MetricSpec("condition_coverage", ("condition_coverage", "condition_coverage_min"), (IMAGE,), True, True,
+               "ganray.metrics.conditional"),
+    # translation runs only (the evaluator's test-split translations; {} otherwise): ganray.metrics.translation
+    MetricSpec("translation_content", ("content_kept_ab", "content_kept_ba", "cycle_l1_a", "cycle_l1_b"), (IMAGE,),
+               True, False, "ganray.metrics.translation"),
+    MetricSpec("translation_diversity", ("translation_spread_ratio_ab", "translation_spread_ratio_ba",
+                                         "translation_duplicate_share_ab", "translation_duplicate_share_ba"),
+               (IMAGE,), True, False, "ganray.metrics.translation"),
+    MetricSpec("translation_fcd", ("fcd_ab", "fcd_ba"), (IMAGE,), True, True, "ganray.metrics.translation"),
 )}
 _FUNCS: dict[str, MetricFn] = {}
 

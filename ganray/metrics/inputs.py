@@ -98,6 +98,8 @@ class Reference:
     real_nn: Tensor | None = None  # [N_r]: distance of each real feature to its nearest other one
     prdc_k: int = 5
     classes: Tensor | None = None  # images trained on a class subset (data.classes): those labels
+    real_labels: Tensor | None = None  # int64 [N_r]: the data's label of each row of real_features (and of
+    # real_sample's rows, its first ones), when Reference.build got real_y: the conditional metrics' real classes
     means: Tensor | None = None  # 2d: [K, 2]
     sigma: float = 0.0  # 2d: σ of every mode
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -112,6 +114,7 @@ class Reference:
         classifier: tuple[Classifier, dict[str, Any]] | None,
         num_modes: int,
         classes: Tensor | None = None,
+        real_y: Tensor | None = None,
         means: Tensor | None = None,
         sigma: float = 0.0,
         max_real: int = 10_000,
@@ -127,6 +130,7 @@ class Reference:
         num_modes: classes of the dataset (stacked-mnist: 1000); `classes`: the labels present
         when the data is a class subset (then coverage and KL are over those classes only);
         real_features: compute the real features, their Gaussian fit and k-NN radii (FCD, PRDC).
+        real_y: the data's labels of real_x [N] (int64): kept in the same order as `real_labels`.
         cache_dir: keep the real features and k-NN distances in <cache_dir>/reference/<sha256>.pt
         (under a file lock), so the trials of a sweep compute them once per node, not once each.
         """
@@ -134,8 +138,11 @@ class Reference:
         kind = data_kind(dataset)
         g = torch.Generator().manual_seed(seed)
         # a fixed random order (and subset): the reference must not depend on the data's order
-        real_x = real_x[torch.randperm(real_x.shape[0], generator=g)[:max_real]]
+        order = torch.randperm(real_x.shape[0], generator=g)[:max_real]
+        real_x = real_x[order]
         ref = cls(dataset, kind, 0, real_x[:diversity_n].clone(), prdc_k=prdc_k, device=device)
+        if real_y is not None:
+            ref.real_labels = real_y.long()[order]
         if kind == POINTS:
             if means is None:
                 raise ValueError(f"{dataset}: 2D reference needs the mixture means")
@@ -197,6 +204,7 @@ class MetricInputs:
     flat_window: int = 10  # training signals: the last this-many logged entries
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)  # one evaluation's by-products metrics share
+    conditions: Tensor | None = None  # int64 [N]: the class each sample was asked for (conditional runs), else None
 
     @property
     def n(self) -> int:

@@ -13,6 +13,10 @@ statistic's value on each bootstrap resample (`values`), which collapse.margin_o
                                                           estimate where the plug-in is biased
   mean_confidence                                         bootstrap of the per-sample confidences
 
+A metric can declare more shares: its `inp.shared["share_trials"] = {statistic: m}` (the share's
+denominator) makes that statistic a binomial share as above (the condition_* shares of
+ganray/metrics/conditional.py: the worst condition's share has that condition's sample count).
+
 The KL's bootstrap is labelled approximate below n/K = 10 (`approximate`). The bootstrap draws
 eval.bootstrap resamples from a generator seeded with (experiment seed, step), so an evaluation's
 intervals are reproducible; eval.bootstrap 0 leaves the bootstrapped statistics without an
@@ -21,6 +25,7 @@ interval (low = high = the value) and nothing to re-judge.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,6 +160,7 @@ class Evidence:
             ev.K = counts.size
             # + the samples labelled outside a class subset (data.classes): in n, in no class
             ev.cells = np.append(counts, inp.n - counts.sum())
+        ev.trials.update({k: int(m) for k, m in inp.shared.get("share_trials", {}).items()})  # declared shares
         if "duplicate_m" in inp.shared:  # the samples sample_diversity judged: min(n, 1,000, real samples)
             ev.trials["duplicate_share"] = int(inp.shared["duplicate_m"])
         if "labelled" in inp.__dict__:  # computed by a metric already (a cached_property): reuse, never classify here
@@ -198,6 +204,10 @@ class Evidence:
             return True
         return statistic == "classes_covered" and MIN_SHARE_OF_UNIFORM * self.n / max(self.K, 1) < CENTRED_BELOW
 
+    def _share(self, statistic: str) -> bool:
+        """Whether the statistic is a binomial share: a built-in one, or one a metric declared (its trials)."""
+        return statistic in SHARES or statistic in self.trials
+
     def _trials(self, statistic: str) -> int:
         """A share's denominator: n, or for duplicate_share the samples sample_diversity judged
         (min(n, MAX_SAMPLES, real samples), from inp.shared; min(n, MAX_SAMPLES) when not left there)."""
@@ -211,9 +221,10 @@ class Evidence:
         if key in self._values or self.resamples == 0 or not math.isfinite(value):
             return self._values.get(key)
         B, out = self.resamples, None
-        if statistic in SHARES:
+        if self._share(statistic):
             m = self._trials(statistic)
-            out = self._rng(SHARES[statistic]).binomial(m, min(max(round(value * m) / m, 0.0), 1.0), size=B) / m
+            tag = SHARES.get(statistic, zlib.crc32(statistic.encode()))  # a declared share: a fixed tag of its name
+            out = self._rng(tag).binomial(m, min(max(round(value * m) / m, 0.0), 1.0), size=B) / m
         elif statistic == "mean_confidence" and self.confidence is not None:  # resample the samples: B × n indices
             idx = torch.from_numpy(self._rng().integers(0, self.n, size=(B, self.n)))
             out = self.confidence[idx].mean(1).numpy()
@@ -232,7 +243,7 @@ class Evidence:
         holds nothing to compute one from."""
         if not math.isfinite(value):
             return None
-        if statistic in SHARES:
+        if self._share(statistic):
             m = self._trials(statistic)
             low, high = clopper_pearson(int(round(value * m)), m, self.level)
             return Interval(low, high, "exact Clopper–Pearson (binomial)")

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ganray.config import FAMILIES, ConfigError, ModelConfig
+from ganray.config import FAMILIES, REMEDY_FAMILIES, ConfigError, ModelConfig
 
 IMAGE_ARCHS = ("dcgan",)
 POINT_ARCHS = ("mlp", "pacgan-mlp")
-REMEDY_FAMILIES = ("gan", "wgan-gp", "began")  # the families with a discriminator
+
 
 
 def scale_channels(c: int, width: float) -> int:
@@ -75,12 +75,20 @@ def resolve_arch(model_cfg: ModelConfig, shape: tuple[int, ...]) -> str:
     return model_cfg.arch
 
 
-def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module:
-    """G: z [N, z_dim] -> [N, *shape]; images in [-1, 1] (tanh), 2D points unbounded."""
-    from ganray.models import dcgan, mlp  # noqa: PLC0415 (submodules import helpers from here)
+def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str = "gan",
+                    num_classes: int = 0) -> nn.Module:
+    """G: z [N, z_dim] -> [N, *shape]; images in [-1, 1] (tanh), 2D points unbounded.
+    cgan: (z, y) -> [N, *shape] for labels y in 0..num_classes-1 (ganray.models.conditional)."""
+    from ganray.models import conditional, dcgan, mlp  # noqa: PLC0415 (submodules import helpers from here)
 
     shape = tuple(shape)
     arch = resolve_arch(model_cfg, shape)
+    if family == "cgan":
+        G = conditional.ConditionalGenerator(
+            model_cfg.z_dim, _classes(num_classes), model_cfg.embed_dim or model_cfg.z_dim,
+            _dcgan_shape(shape, arch, family), model_cfg.width, bn_momentum=model_cfg.bn_momentum,
+            bn_eps=model_cfg.bn_eps, leaky_slope=model_cfg.leaky_slope)
+        return conditional.glorot_embeddings_(keras_init_(G))
     if arch == "dcgan":
         G: nn.Module = dcgan.DCGANGenerator(model_cfg.z_dim, check_image_shape(shape), model_cfg.width,
                                             bn_momentum=model_cfg.bn_momentum, bn_eps=model_cfg.bn_eps,
@@ -92,15 +100,33 @@ def build_generator(model_cfg: ModelConfig, shape: tuple[int, ...]) -> nn.Module
     return init_weights_(G, arch)
 
 
-def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str) -> nn.Module:
+def _classes(num_classes: int) -> int:
+    if num_classes < 1:
+        raise ConfigError("train.family: cgan needs the number of classes of the data")
+    return num_classes
+
+
+def _dcgan_shape(shape: tuple[int, ...], arch: str, family: str) -> tuple[int, int, int]:
+    if arch != "dcgan":
+        raise ConfigError(f"train.family: {family} needs image data (the data has shape {shape})")
+    return check_image_shape(shape)
+
+
+def build_discriminator(model_cfg: ModelConfig, shape: tuple[int, ...], family: str,
+                        num_classes: int = 0) -> nn.Module:
     """The second network of `family`: critic/discriminator, BEGAN autoencoder, or VAE encoder,
-    with the remedies of model_cfg (pack, minibatch_std, spectral_norm) for gan, wgan-gp, began."""
-    from ganray.models import remedies  # noqa: PLC0415
+    with the remedies of model_cfg (pack, minibatch_std, spectral_norm) for gan, wgan-gp, began;
+    cgan: the projection discriminator (x, y) -> [N] over num_classes classes."""
+    from ganray.models import conditional, remedies  # noqa: PLC0415
 
     shape = tuple(shape)
     arch = resolve_arch(model_cfg, shape)
     if family not in FAMILIES:
         raise ConfigError(f"train.family: unknown family {family!r}; allowed: {', '.join(FAMILIES)}")
+    if family == "cgan":
+        D = conditional.ProjectionDiscriminator(_dcgan_shape(shape, arch, family), _classes(num_classes),
+                                                model_cfg.width, leaky_slope=model_cfg.leaky_slope)
+        return conditional.glorot_embeddings_(keras_init_(D))
     used = [k for k, off in (("pack", 1), ("minibatch_std", 0), ("spectral_norm", False))
             if getattr(model_cfg, k) != off]
     if used and family not in REMEDY_FAMILIES:  # the config check says so first; this, for direct callers

@@ -14,7 +14,10 @@ fixed-z GIF. It writes next to the trials:
     figures/class_histograms.png, coverage_fcd.png, verdict_heatmap.png, loss_curves.png
     and, when the trials span the vae family and a GAN family (jobs/compare_vae_gan.py), a
     "VAE vs GAN" section with figures/vae_vs_gan_metrics.png, vae_vs_gan_samples.png and
-    vae_reconstructions.png (docs/compare.md)
+    vae_reconstructions.png (docs/compare.md); for conditional families (cgan, stackgan) a
+    "Conditions" section (conditional.py: per condition, Stage I beside Stage II, CA on vs off;
+    figures/stages_<trial>.png) and for cyclegan a "Translation" section per direction
+    (translation.py; figures/translation_<ab|ba>.png, translation_grids_<ab|ba>.png)
 
 New samples from a checkpoint (the histogram of `--samples N` regenerated samples, a VAE's
 reconstructions) come from the `regenerate` object it is handed (ganray.regenerate): the
@@ -24,7 +27,8 @@ is bad input (exit 2). docs/report.md explains how to read the report.
 
 Modules: model (the experiment as read), tables, points (grid points: seeds together,
 agreement, the remedies table), figures, compare and compare_figures (VAE vs
-GAN), render (report.md, report.html), cli (`ganray report`).
+GAN), conditional and translation (their sections), grids (rows cut out of sample grids),
+render (report.md, report.html), cli (`ganray report`).
 """
 from __future__ import annotations
 
@@ -32,10 +36,12 @@ import logging
 
 from ganray import storage
 from ganray.report.compare_figures import vae_vs_gan
+from ganray.report.conditional import conditional_section
 from ganray.report.figures import make_figures
 from ganray.report.model import Regenerate, attach_histograms, attach_media, load_experiment
 from ganray.report.points import points_csv, trials_csv
 from ganray.report.render import report_html, report_markdown
+from ganray.report.translation import translation_section
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +60,15 @@ def write_report(experiment_uri: str, *, samples: int | None = None, regenerate:
     attach_media(exp)
     figures = make_figures(exp)
     comparison = vae_vs_gan(exp, regenerate)  # None unless the trials span the vae family and a GAN family
-    for name, (_, png) in [*figures.items(), *(comparison.figures.items() if comparison else ())]:
+    # conditional families (per condition, Stage I beside II, CA on/off) and translation (per direction)
+    sections = [s for s in (conditional_section(exp), translation_section(exp)) if s is not None]
+    extra = [item for s in sections for item in s.figures.items()]
+    for name, (_, png) in [*figures.items(), *(comparison.figures.items() if comparison else ()), *extra]:
         storage.put_bytes(storage.join(exp_uri, FIGURES_DIR, name), png)
     storage.put_bytes(storage.join(exp_uri, "trials.csv"), trials_csv(exp).encode())
     storage.put_bytes(storage.join(exp_uri, "points.csv"), points_csv(exp).encode())
-    storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures, comparison).encode())
+    storage.put_bytes(storage.join(exp_uri, "report.md"), report_markdown(exp, figures, comparison, sections).encode())
     html_uri = storage.join(exp_uri, "report.html")
     # last: its presence means a complete report
-    storage.put_bytes(html_uri, report_html(exp, figures, comparison).encode())
+    storage.put_bytes(html_uri, report_html(exp, figures, comparison, sections).encode())
     return html_uri

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ganray.artifacts.layout import BAD_VERDICTS
 from ganray.report.model import SUMMARY_LABEL, Experiment, Reconstruction, Trial
 
 VAE_FAMILY = "vae"
@@ -170,7 +171,7 @@ def trade_off_sentence(vae: FamilyNumbers, gan: FamilyNumbers) -> str:
                 "train longer before reading the trade-off.")
     rel = (relation(rv, rg), relation(pv, pg))
     reading = TRADE_OFF_READING[rel].format(G=G)
-    bad = [v for v in gan.verdicts if v in ("collapsed", "garbage", "diverged", "partial_collapse")]
+    bad = [v for v in gan.verdicts if v in (*BAD_VERDICTS, "partial_collapse")]
     if bad and rel in ((">", ">"), (">", "≈"), ("≈", ">")):  # the VAE ahead: say what became of the GAN
         reading += f" ({len(bad)} of {len(gan.verdicts)} {G} trials {SUMMARY_LABEL[bad[0]]})"
     level = [name for name, r in zip(("recall", "precision"), rel) if r == "≈"

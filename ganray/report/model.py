@@ -19,13 +19,18 @@ log = logging.getLogger(__name__)
 NO_VERDICT = "no verdict"
 NO_VERDICT_TEXT = "no verdict (still running or failed)"
 # Worst first: the order of the summary, and which verdict colours a heatmap cell holding several trials.
-SEVERITY = ("diverged", "garbage", "collapsed", "partial_collapse", "healthy", NO_VERDICT)
+SEVERITY = ("diverged", "garbage", "collapsed", "collapsed_per_condition", "many_to_one", "ignores_condition",
+            "content_lost", "partial_collapse", "healthy", NO_VERDICT)
 VERDICT_LABEL = {
     "healthy": "healthy",
     "partial_collapse": "partially collapsed",
     "collapsed": "collapsed",
     "garbage": "garbage",
     "diverged": "diverged",
+    "ignores_condition": "ignores the condition",
+    "collapsed_per_condition": "collapsed per condition",
+    "content_lost": "lost the content",
+    "many_to_one": "many-to-one",
     NO_VERDICT: NO_VERDICT,
 }
 SUMMARY_LABEL = {**VERDICT_LABEL, "garbage": "produced garbage",
@@ -37,6 +42,10 @@ VERDICT_COLOUR = {
     "collapsed": "#D55E00",
     "garbage": "#CC79A7",
     "diverged": "#000000",
+    "ignores_condition": "#0072B2",
+    "collapsed_per_condition": "#56B4E9",
+    "content_lost": "#F0E442",
+    "many_to_one": "#882255",  # Okabe-Ito has no ninth: Tol's wine, also colour-blind safe
     NO_VERDICT: "#BBBBBB",
 }
 COVERAGE_KEYS = ("classes_covered", "modes_covered")  # image datasets / 2D mixtures
@@ -125,13 +134,15 @@ class Trial:
     fixed_z_gif: bytes | None = None
     notes: list[str] = field(default_factory=list)  # missing or unreadable files
     configured: bool = True  # its config.yaml was read (else its grid point is unknown: a point of its own)
+    config: Config | None = None  # its config.yaml, else the sweep's (conditional and translation sections)
 
     @classmethod
     def from_record(cls, rec: TrialRecord, sweep_cfg: Config | None) -> Trial:
         cfg = rec.config or sweep_cfg
         params = params_of(rec.config) if rec.config is not None else base_params(sweep_cfg)
         return cls(rec.name, rec.uri, params, cfg.train.steps if cfg is not None else None, rec.rows, rec.verdict,
-                   rec.samples, rec.gif_uri, rec.checkpoints, notes=list(rec.notes), configured=rec.config is not None)
+                   rec.samples, rec.gif_uri, rec.checkpoints, notes=list(rec.notes), configured=rec.config is not None,
+                   config=cfg)
 
     @property
     def counts(self) -> dict[str, Any] | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
 
 from ganray.artifacts import layout
 from ganray.report.compare import (
@@ -47,11 +49,21 @@ from ganray.report.tables import (
     varying_axes,
 )
 
+
+class Section(Protocol):
+    """A section of the report after the tables (ganray.report.conditional, .translation): its
+    Markdown and HTML lines; its figures are written by write_report."""
+
+    def markdown(self) -> list[str]: ...
+
+    def html(self) -> list[str]: ...
+
+
 THUMB_PX = 160  # the largest side of a sample grid in the trials table, CSS pixels
 
 
 def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]],
-                    comparison: Comparison | None = None) -> str:
+                    comparison: Comparison | None = None, sections: Sequence[Section] = ()) -> str:
     rows, metrics = table_rows(exp), metric_columns(exp)
     columns = _md_columns(exp)
     head = [label for _, label in columns] + [m.replace("_", " ") for m in metrics] + ["reasons", "samples"]
@@ -69,6 +81,7 @@ def report_markdown(exp: Experiment, figures: dict[str, tuple[str, bytes]],
         lines += ["| " + " | ".join(md_escape(x) for x in r) + " |" for r in body] + [""]
     if comparison is not None:
         lines += vae_vs_gan_markdown(comparison)
+    lines += [x for s in sections for x in s.markdown()]
     lines += ["## Figures", ""]
     explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, _) in figures.items():
@@ -224,7 +237,8 @@ _FIT_SCRIPT = ("<script>(function(){var t=document.querySelector('table.trials-t
 
 def _pill(t: Trial, text: str | None = None) -> str:
     v = t.verdict_name
-    light = " light" if v in ("partial_collapse", NO_VERDICT, "garbage") else ""
+    light = " light" if v in ("partial_collapse", NO_VERDICT, "garbage", "collapsed_per_condition",
+                              "content_lost") else ""
     return f'<span class="pill{light}" style="background:{VERDICT_COLOUR[v]}">{html.escape(text or t.status)}</span>'
 
 
@@ -311,7 +325,8 @@ def _samples_cards_html(exp: Experiment) -> list[str]:
     return out
 
 
-def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]], comparison: Comparison | None = None) -> str:
+def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]], comparison: Comparison | None = None,
+                sections: Sequence[Section] = ()) -> str:
     e = html.escape
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -327,6 +342,7 @@ def report_html(exp: Experiment, figures: dict[str, tuple[str, bytes]], comparis
                              + "</tr>" for r in body) + "</tbody></table>")
     if comparison is not None:
         out += vae_vs_gan_html(comparison)
+    out += [x for s in sections for x in s.html()]
     out.append("<h2>Figures</h2>")
     explain = {name: text for name, _, text, _ in FIGURES}
     for name, (caption, png) in figures.items():

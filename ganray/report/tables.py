@@ -18,6 +18,19 @@ INCEPTION_METRICS = ("fid", "kid_inception", "inception_score")
 CSV_METRICS = ("classes_covered", "kl_uniform", "fcd", "kid", "precision", "recall", "density", "coverage",
                "fixed_z_flip_rate", "max_class_share", "mean_confidence", "modes_covered", "hq_share", "reverse_kl",
                *INCEPTION_METRICS)
+# Conditional (cgan, stackgan) and translation (cyclegan) runs: their table columns, and the further
+# trials.csv columns (there only when a trial has them: ganray.metrics.conditional, .translation)
+CONDITIONAL_FAMILIES = ("cgan", "stackgan")
+TRANSLATION_FAMILIES = ("cyclegan",)
+TABLE_METRICS_CONDITIONAL = ("classes_covered", "fcd", "condition_fidelity", "condition_spread_ratio_min",
+                             "condition_duplicate_share_max")
+TABLE_METRICS_TRANSLATION = ("content_kept_ab", "content_kept_ba", "translation_spread_ratio_ab",
+                             "translation_spread_ratio_ba", "fcd_ab", "fcd_ba")
+EXTRA_CSV_METRICS = ("condition_fidelity", "condition_fidelity_min", "condition_spread_ratio",
+                     "condition_spread_ratio_min", "condition_duplicate_share", "condition_duplicate_share_max",
+                     "condition_fcd", "condition_fcd_max", "condition_coverage", "condition_coverage_min",
+                     *TABLE_METRICS_TRANSLATION, "translation_duplicate_share_ab", "translation_duplicate_share_ba",
+                     "cycle_l1_a", "cycle_l1_b")
 
 
 def varying_axes(trials: list[Trial]) -> list[str]:
@@ -95,6 +108,8 @@ def fmt_metric(v: float | None) -> str:
 def table_rows(exp: Experiment) -> list[dict[str, Any]]:
     """One dict per trial: the columns of trials.csv (raw values) and of the report tables."""
     rows = []
+    shown = _base_columns(exp)  # the table's columns are in every row, with a value or not
+    extra = [m for m in EXTRA_CSV_METRICS if m in shown or any(t.final(m) is not None for t in exp.trials)]
     for t in exp.trials:
         p = t.params
         row: dict[str, Any] = {
@@ -108,7 +123,7 @@ def table_rows(exp: Experiment) -> list[dict[str, Any]]:
             "borderline": t.borderline if t.margin is not None else None,
             **{f"margin_{k}": (t.margin or {}).get(k) for k in MARGIN_KEYS},
         }
-        for m in CSV_METRICS:
+        for m in [*CSV_METRICS, *extra]:
             row[m] = t.final(m)
         row["notes"] = "\n".join(t.notes)
         rows.append(row)
@@ -150,7 +165,8 @@ def metric_columns(exp: Experiment) -> list[str]:
     return _base_columns(exp) + [m for m in INCEPTION_METRICS if any(t.final(m) is not None for t in exp.trials)]
 
 
-KEY_METRICS = ("classes_covered", "kl_uniform", "fcd", "modes_covered", "hq_share", "reverse_kl")
+KEY_METRICS = ("classes_covered", "kl_uniform", "fcd", "modes_covered", "hq_share", "reverse_kl",
+               "condition_fidelity", "condition_spread_ratio_min", *TABLE_METRICS_TRANSLATION[:4])
 
 
 def key_metric_columns(exp: Experiment) -> list[str]:
@@ -158,7 +174,20 @@ def key_metric_columns(exp: Experiment) -> list[str]:
     return [m for m in _base_columns(exp) if m in KEY_METRICS]
 
 
+def family_kind(exp: Experiment) -> str:
+    """"conditional" or "translation" when every trial (else the sweep config) is of such a family; else ""."""
+    fams = {t.params.get("family") for t in exp.trials} - {None}
+    if not fams and exp.config is not None:
+        fams = {exp.config.train.family}
+    if fams and fams <= set(CONDITIONAL_FAMILIES):
+        return "conditional"
+    return "translation" if fams and fams <= set(TRANSLATION_FAMILIES) else ""
+
+
 def _base_columns(exp: Experiment) -> list[str]:
+    kind = family_kind(exp)
+    if kind:
+        return list(TABLE_METRICS_CONDITIONAL if kind == "conditional" else TABLE_METRICS_TRANSLATION)
     if exp.config is not None:
         return list(TABLE_METRICS_2D if is_2d(exp.config.data.dataset) else TABLE_METRICS)
     two_d = any(t.final("modes_covered") is not None for t in exp.trials) and not any(

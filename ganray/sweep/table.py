@@ -17,7 +17,7 @@ def _progress_callback(cfg: Config, names: list[str]):
     imported only when a sweep runs."""
     from ray.tune import Callback  # Ray:
 
-    two_d = is_2d(cfg.data.dataset)
+    two_d = table_kind(cfg)
     steps = cfg.train.steps
 
     class ProgressTable(Callback):
@@ -68,6 +68,27 @@ TABLE_COLS = (("step", "step", 5, "d"), ("classes", "classes_covered", 7, "d"), 
               ("FCD", "fcd", 7, ".1f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
 TABLE_COLS_2D = (("step", "step", 5, "d"), ("modes", "modes_covered", 5, "d"), ("rev.KL", "reverse_kl", 6, ".3f"),
                  ("HQ", "hq_share", 5, ".2f"), ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
+# translation runs (cyclegan): each direction's content kept, and the cycle's reconstruction error
+TABLE_COLS_TRANSLATION = (("step", "step", 5, "d"), ("A→B kept", "content_kept_ab", 8, ".2f"),
+                          ("B→A kept", "content_kept_ba", 8, ".2f"), ("cycle A", "cycle_l1_a", 7, ".3f"),
+                          ("loss_D", "loss_D", 6, ".3f"), ("loss_G", "loss_G", 6, ".3f"))
+# conditional runs (cgan, stackgan): classes and FCD, and whether each sample is of the class asked for
+TABLE_COLS_CONDITIONAL = (("step", "step", 5, "d"), ("classes", "classes_covered", 7, "d"), ("FCD", "fcd", 7, ".1f"),
+                          ("fidelity", "condition_fidelity", 8, ".2f"), ("loss_D", "loss_D", 6, ".3f"),
+                          ("loss_G", "loss_G", 6, ".3f"))
+TABLE_KINDS = {False: TABLE_COLS, True: TABLE_COLS_2D, "2d": TABLE_COLS_2D, "image": TABLE_COLS,
+               "translation": TABLE_COLS_TRANSLATION, "conditional": TABLE_COLS_CONDITIONAL}
+
+
+def table_kind(cfg) -> str:
+    """Which columns the live table shows for `cfg`'s trials (TABLE_KINDS)."""
+    if cfg.train.family == "cyclegan":
+        return "translation"
+    if cfg.train.family in ("cgan", "stackgan"):
+        return "conditional"
+    return "2d" if is_2d(cfg.data.dataset) else "image"
+
+
 _STATE = {"PENDING": "pending", "RUNNING": "running", "TERMINATED": "done", "ERROR": "FAILED", "PAUSED": "paused"}
 
 
@@ -79,9 +100,10 @@ def _cell(v, fmt: str) -> str:
     return f"{int(v):d}" if fmt == "d" else format(v, fmt)
 
 
-def progress_lines(rows: list[tuple[str, str, dict]], steps: int, two_d: bool, elapsed: str) -> list[str]:
-    """The trial table: a status line, a header, one line per (trial, Tune status, last result)."""
-    cols = TABLE_COLS_2D if two_d else TABLE_COLS
+def progress_lines(rows: list[tuple[str, str, dict]], steps: int, kind: bool | str, elapsed: str) -> list[str]:
+    """The trial table: a status line, a header, one line per (trial, Tune status, last result);
+    `kind` picks the columns (TABLE_KINDS: True / "2d" for the 2-D mixtures, "translation", ...)."""
+    cols = TABLE_KINDS[kind]
     states = [_STATE.get(status, status.lower()) for _, status, _ in rows]
     for i, (_, _, r) in enumerate(rows):
         step = r.get("step", steps)

@@ -33,7 +33,16 @@ COMPATIBLE_KEYS = (
     ("model", "pack"),  # the remedies build another D (its input, its layers, its state_dict keys)
     ("model", "minibatch_std"),
     ("model", "spectral_norm"),
+    ("model", "embed_dim"),  # the conditional and translation families' networks
+    ("model", "c_dim"),
+    ("model", "cond_augment"),
+    ("model", "ngf"),
+    ("model", "ndf"),
+    ("model", "res_blocks"),
+    ("train", "stage"),  # stackgan: a Stage-II G holds Stage I
     ("data", "dataset"),
+    ("data", "load_size"),  # cub200 / cyclegan image sizes
+    ("data", "crop_size"),
 )
 
 
@@ -71,7 +80,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as e:
         # what torch.load raises for a file that is not a (weights-only) torch checkpoint
         raise CheckpointError(f"{path}: not a readable ganray checkpoint ({type(e).__name__}: {e})") from e
-    missing = {"config", "step", "G", "D"} - set(state) if isinstance(state, dict) else {"config"}
+    # every network the checkpoint lists ("nets"; checkpoints before issue 14: G and D)
+    missing = ({"config", "step", *state.get("nets", ("G", "D"))} - set(state) if isinstance(state, dict)
+               else {"config"})
     if missing:
         raise CheckpointError(f"{path}: not a ganray checkpoint (missing {', '.join(sorted(missing))})")
     return state

@@ -22,11 +22,23 @@ from ganray.collapse import Evaluator
 from ganray.config import Config, TrainConfig
 from ganray.data import Dataset, load_dataset
 from ganray.families import Models
+from ganray.metrics.conditional import condition_scalars
 from ganray.train import speed
-from ganray.train.sampling import fixed_z, generate, sample_fixed
+from ganray.train.sampling import (
+    eval_conditions,
+    fixed_inputs,
+    generate,
+    grid_captions,
+    sample_fixed,
+    translation_grid,
+)
 from ganray.train.state import TrainingState, isolated_rng
 
 log = logging.getLogger(__name__)
+
+# per-condition scalars go into the rows (and TensorBoard) up to this many conditions; more (CUB's
+# 200 species) stay in verdict.json's per-condition record only
+PER_CONDITION_SCALARS_MAX = 20
 
 
 class ReportFn(Protocol):
@@ -119,17 +131,19 @@ def train(
     if resume_from is not None:
         s.restore(resume_from, device)
     family_step = speed.prepare(s, device)  # cfg.speed; all off (the default): s.family.step itself
-    s.m.G, s.m.D = wrap(s.m.G), wrap(s.m.D)
-    z_fixed = fixed_z(cfg, device)
+    s.m.wrap(wrap)
+    z_fixed, size = fixed_inputs(cfg, data, device), data.shape[-1] if data.is_image else 0  # size: stackgan Stage I
     if rank == 0 and cfg.eval.metrics:
         with isolated_rng(device):
-            s.evaluator = Evaluator(cfg, data, device)
+            s.evaluator = _new_evaluator(s, data, device)
         s.restore_evaluator(resume_from)
     result = TrainResult(step=s.step)
     bar = tqdm(total=tc.steps, initial=s.step, unit="step", dynamic_ncols=True) if progress and rank == 0 else None
     t0 = time.time() - s.elapsed_sec  # a resumed run's rows count on from its checkpoint's elapsed_sec
 
     while s.step < tc.steps:
+        if s.family.lr_factor is not None:
+            s.apply_lrs()  # the schedule's rates for this step (stackgan, cyclegan)
         with step_precision(tc, device):
             stats = family_step(s.m, s.sampler.next_real, s.sampler.sample_z, s.family_state, tc)
         s.step += 1
@@ -150,10 +164,9 @@ def train(
             break
         if at.log:
             s.add_history(metrics)
-        samples = sample_fixed(_G_eval(s.m), z_fixed) if at.sample and rank == 0 else None
+        samples = _fixed_samples(s, z_fixed, size) if at.sample and rank == 0 else None
         if at.eval and s.evaluator is not None:
-            verdict = _evaluate(s, metrics, samples if samples is not None else sample_fixed(_G_eval(s.m), z_fixed),
-                                device)
+            verdict = _evaluate(s, metrics, samples if samples is not None else _fixed_samples(s, z_fixed, size), device)
             result.verdict = verdict
         elif at.log and rank == 0:
             log.info("step %d: %s", s.step, _fmt(metrics))
@@ -177,6 +190,23 @@ def train(
     return result
 
 
+def _new_evaluator(s: TrainingState, data: Dataset, device: torch.device):
+    """The run's evaluator: the collapse verdict of G's samples, or of a translation run's test-split
+    translations (cyclegan: ganray.metrics.translation)."""
+    if s.family.translation:
+        from ganray.metrics.translation import TranslationEvaluator  # noqa: PLC0415
+
+        return TranslationEvaluator(s.cfg, device)
+    return Evaluator(s.cfg, data, device)
+
+
+def _fixed_samples(s: TrainingState, z_fixed, size: int) -> torch.Tensor:
+    """The fixed grid: G's samples of the fixed inputs, or a translation run's rows of fixed test images."""
+    if s.family.translation:
+        return translation_grid({k: s.m.module(k) for k in ("G_AB", "G_BA")}, z_fixed)
+    return sample_fixed(_G_eval(s.m), z_fixed, size)
+
+
 def _G_eval(m: Models) -> nn.Module:
     return m.G_ema if m.G_ema is not None else m.G_module
 
@@ -197,7 +227,7 @@ def _metrics(s: TrainingState, at: Cadence, elapsed_sec: float) -> dict[str, Any
 def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device) -> dict | None:
     """The diverged verdict when a logged value or a parameter of G or D is NaN/inf on any rank."""
     bad = sorted(k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
-    bad_params = [name for name, mod in (("G", s.m.G_module), ("D", s.m.D_module)) if not _finite_params(mod)]
+    bad_params = [name for name in s.m.nets if not _finite_params(s.m.module(name))]
     here = bool(bad or bad_params)
     if not _any_rank(here, s.world_size, device):
         return None
@@ -208,23 +238,39 @@ def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device)
             "stopped_early": False, "counts": None, "margin": None, "evaluator": None}
 
 
-def _eval_samples(s: TrainingState, device: torch.device) -> torch.Tensor:
-    """cfg.eval.n fresh samples of this step's evaluation (their own seed: the same on every call)."""
+def _eval_samples(s: TrainingState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """cfg.eval.n fresh samples of this step's evaluation (their own seed: the same on every call),
+    and for a conditional family the class each was asked for (a balanced request, [n])."""
     cfg = s.cfg
-    return generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=cfg.experiment.seed * 7919 + s.step)
+    seed = cfg.experiment.seed * 7919 + s.step
+    cond = eval_conditions(cfg, s.data, cfg.eval.n, seed)
+    x = generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=seed, cond=None if cond is None else cond[0],
+                 size=s.data.shape[-1] if s.data.is_image else 0)
+    return x, None if cond is None else cond[1]
 
 
 def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, device: torch.device) -> dict:
     """Score cfg.eval.n fresh samples (their own seed) and the fixed-z batch; the verdict payload."""
-    gen = _eval_samples(s, device)
     with isolated_rng(device):
-        res = s.evaluator(gen, fixed, s.step, s.history)
-    metrics.update(res.metrics)
+        if s.family.translation:  # the evaluator translates the test split itself, both ways
+            res = s.evaluator(s.m.module("G_AB"), s.m.module("G_BA"), s.step, s.history)
+        else:
+            gen, asked = _eval_samples(s, device)
+            res = s.evaluator(gen, fixed, s.step, s.history, **({} if asked is None else {"conditions": asked}))
+    # conditional runs: per-condition scalars (condition_fidelity/3, ...) for TensorBoard and the rows
+    metrics.update(res.metrics, **condition_scalars(res.conditions, PER_CONDITION_SCALARS_MAX))
     log.info("step %d: %s (%s)", s.step, res.verdict, "; ".join(res.reasons))
     return {"verdict": res.verdict, "step": s.step, "first_seen_step": res.first_seen_step,
             "reasons": list(res.reasons), "stopped_early": False, "counts": res.counts,
             "margin": res.margin,  # the deciding statistic, threshold and interval (ganray.collapse.margin_of)
+            **({"conditions": _with_captions(s, res.conditions)} if res.conditions is not None else {}),
             "evaluator": s.evaluator.state_dict()}
+
+
+def _with_captions(s: TrainingState, conditions: dict) -> dict:
+    """The per-condition record, with the caption of each fixed-grid row (text conditions) for the report."""
+    captions = grid_captions(s.cfg, s.data)
+    return {**conditions, "grid_captions": captions} if captions else conditions
 
 
 def _final_evaluation(s: TrainingState, metrics: dict[str, Any], verdict: dict | None, stop: bool,
@@ -236,15 +282,15 @@ def _final_evaluation(s: TrainingState, metrics: dict[str, Any], verdict: dict |
     if verdict is not None and stopped_early:
         verdict["stopped_early"] = True  # the record says why the trial ended here
     final = verdict is not None and (stop or s.step == s.cfg.train.steps)  # a verdict: this step evaluated
-    if final and s.evaluator.inception is not None and verdict["verdict"] != "diverged":
+    if final and getattr(s.evaluator, "inception", None) is not None and verdict["verdict"] != "diverged":
         with isolated_rng(device):
-            metrics.update(s.evaluator.inception_metrics(_eval_samples(s, device)))
+            metrics.update(s.evaluator.inception_metrics(_eval_samples(s, device)[0]))
     return stopped_early
 
 
 def _param_checksum(m: Models) -> float:
     with torch.no_grad():
-        return float(sum(p.double().abs().sum() for mod in (m.G_module, m.D_module) for p in mod.parameters()))
+        return float(sum(p.double().abs().sum() for name in m.nets for p in m.module(name).parameters()))
 
 
 def _any_rank(flag: bool, world_size: int, device: torch.device) -> bool:

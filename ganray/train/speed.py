@@ -54,19 +54,23 @@ def prepare(s: TrainingState, device: torch.device) -> StepFn:
 def to_channels_last(m: Models) -> None:
     """G, D, G_ema and the optimisers' per-parameter state (Adam's moments, also when restored
     from a checkpoint written without the option) in channels_last memory format."""
-    for module in (m.G, m.D, m.G_ema):
+    for module in (*m.nets.values(), m.G_ema):
         if module is not None:
             module.to(memory_format=torch.channels_last)  # in place: the optimisers keep their parameters
-    for opt in (m.opt_G, m.opt_D):
-        if opt is not None:
-            layout_like_params(opt)  # the moments follow their (now NHWC) parameters
+    for opt in m.opts.values():
+        layout_like_params(opt)  # the moments follow their (now NHWC) parameters
 
 
 def channels_last_batches(step: StepFn) -> StepFn:
     """`step` fed real batches [N, C, H, W] in channels_last memory format (a copy per batch)."""
 
+    def nhwc(batch):  # an image batch, or a (images, condition) / (A, B) pair of a conditional or two-domain family
+        if isinstance(batch, tuple):
+            return tuple(nhwc(b) for b in batch)
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+
     def cl_step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:
-        return step(m, lambda: next_real().contiguous(memory_format=torch.channels_last), sample_z, state, tc)
+        return step(m, lambda: nhwc(next_real()), sample_z, state, tc)
 
     return cl_step
 
@@ -135,9 +139,8 @@ class GraphedStep:
     def _capture(self, m: Models, inputs: list[Tensor], state: dict, tc: TrainConfig) -> None:
         self.static_in = [x.clone() for x in inputs]
         feed: Iterator[Tensor] = iter(self.static_in)
-        for opt in (m.opt_G, m.opt_D):
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)  # gradients allocated in the graph's pool
+        for opt in m.opts.values():
+            opt.zero_grad(set_to_none=True)  # gradients allocated in the graph's pool
         self.graph = torch.cuda.CUDAGraph()
         # records the kernels, runs nothing until replay(); thread_local: only this thread's unsafe
         # calls abort the capture (not, say, a recorder thread's)
@@ -161,7 +164,7 @@ def compiled_modules(s: TrainingState) -> list[nn.Module]:
     """What speed.compile compiles: G and D, or G alone for DOUBLE_BACKWARD_THROUGH_D families."""
     if s.cfg.train.family in DOUBLE_BACKWARD_THROUGH_D:
         return [s.m.G]
-    return [s.m.G, s.m.D]
+    return list(s.m.nets.values())
 
 
 def compile_forward(module: nn.Module, backend: str) -> None:

@@ -15,11 +15,18 @@ import torch
 from ganray.config import Config
 from ganray.data import Dataset
 from ganray.families import ADAM_FLAGS, Family, Models, get_family
-from ganray.train.checkpoint import check_compatible
-from ganray.train.sampling import Sampler
+from ganray.train.checkpoint import check_compatible, config_of
+from ganray.train.checkpoint import load as load_checkpoint
+from ganray.train.sampling import Sampler, condition_kind
 from ganray.train.stats import StatsWindow, history_keep
 
 log = logging.getLogger(__name__)
+
+
+def checkpoint_and_config(uri: str) -> tuple[dict, Config]:
+    """The checkpoint at `uri` and its config (what a family's start() reads, e.g. Stage II's Stage I)."""
+    state = load_checkpoint(uri)
+    return state, config_of(state)
 
 
 def _cuda_index(device: torch.device) -> int:
@@ -127,6 +134,7 @@ class TrainingState:
     window: StatsWindow = field(default_factory=StatsWindow)  # statistics since the last log step
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per log step (training_signals)
     evaluator: Any = None  # ganray.collapse.Evaluator on rank 0 when metrics are configured
+    data: Dataset | None = None  # the whole training set (conditional families draw evaluation conditions from it)
 
     @classmethod
     def build(cls, cfg: Config, data: Dataset, rank: int, world_size: int, device: torch.device) -> "TrainingState":
@@ -136,13 +144,16 @@ class TrainingState:
         family = get_family(cfg.train.family)
         torch.manual_seed(cfg.experiment.seed)  # identical initial weights on every rank
         m = family.build(cfg, data.shape)
-        m.G.to(device)
-        m.D.to(device)
+        if family.start is not None:  # a resume replaces what it loads (restore)
+            family.start(m, cfg, checkpoint_and_config)
+        for net in m.nets.values():
+            net.to(device)
         if cfg.model.g_ema:
             m.G_ema = copy.deepcopy(m.G).eval().requires_grad_(False)
-        sampler = Sampler(data.shard(rank, world_size), cfg.train.batch_size, cfg.model.z_dim, seed, device)
+        sampler = Sampler(data.shard(rank, world_size), cfg.train.batch_size, cfg.model.z_dim, seed, device,
+                          condition_kind(cfg))
         torch.manual_seed(seed)  # per-rank stream for dropout etc. (a restore replaces it)
-        return cls(cfg, family, m, family.init_state(), sampler, rank, world_size)
+        return cls(cfg, family, m, family.init_state(), sampler, rank, world_size, data=data)
 
     @property
     def seed(self) -> int:
@@ -157,20 +168,19 @@ class TrainingState:
         """Continue from a checkpoint written by snapshot() (of this config's family and shapes)."""
         check_compatible(ckpt, self.cfg, "resume checkpoint")
         m = self.m
-        m.G.load_state_dict(ckpt["G"])
-        m.D.load_state_dict(ckpt["D"])
+        for name, net in m.nets.items():
+            net.load_state_dict(ckpt[name])
         if m.G_ema is not None and ckpt.get("G_ema") is not None:
             m.G_ema.load_state_dict(ckpt["G_ema"])
-        m.opt_G.load_state_dict(ckpt["opt_G"])
-        if m.opt_D is not None and ckpt.get("opt_D") is not None:
-            m.opt_D.load_state_dict(ckpt["opt_D"])
-        self._apply_lrs()  # learning rates come from the config, not the checkpoint (a sweep may change them)
-        for opt in (m.opt_G, m.opt_D):
-            if opt is not None:
-                apply_adam_flags(opt, self.cfg)  # so do Adam's kernels (speed.adam, speed.cuda_graphs)
-                layout_like_params(opt)  # and the moments' memory layout (the checkpoint's may be channels_last)
-        self.family_state = dict(ckpt.get("family_state") or self.family_state)
+        for side, opt in m.opts.items():
+            if ckpt.get(f"opt_{side}") is not None:
+                opt.load_state_dict(ckpt[f"opt_{side}"])
         self.step = int(ckpt["step"])
+        self.apply_lrs()  # learning rates come from the config, not the checkpoint (a sweep may change them)
+        for opt in m.opts.values():
+            apply_adam_flags(opt, self.cfg)  # so do Adam's kernels (speed.adam, speed.cuda_graphs)
+            layout_like_params(opt)  # and the moments' memory layout (the checkpoint's may be channels_last)
+        self.family_state = dict(ckpt.get("family_state") or self.family_state)
         self.elapsed_sec = float(ckpt.get("elapsed_sec") or 0.0)  # checkpoints before issue 16: the run restarts at 0
         self.history = list(ckpt.get("history") or [])
         per_rank = ckpt.get("rng_per_rank") or []
@@ -193,12 +203,13 @@ class TrainingState:
             "config": self.cfg.to_dict(),
             "step": self.step,
             "elapsed_sec": self.elapsed_sec,
-            "G": m.G_module.state_dict(),
-            "D": m.D_module.state_dict(),
+            "nets": list(m.nets),  # the networks' names: each one's state_dict is under its name
+            **{name: m.module(name).state_dict() for name in m.nets},
             "G_ema": m.G_ema.state_dict() if m.G_ema is not None else None,
-            "opt_G": m.opt_G.state_dict(),
-            "opt_D": m.opt_D.state_dict() if m.opt_D is not None else None,
-            "family_state": {k: (float(v) if torch.is_tensor(v) else v) for k, v in self.family_state.items()},
+            **{f"opt_{side}": opt.state_dict() for side, opt in m.opts.items()},
+            # 0-dim tensors (BEGAN's k_t) as numbers; others (CycleGAN's image pools) as they are
+            "family_state": {k: (float(v) if torch.is_tensor(v) and v.dim() == 0 else v)
+                             for k, v in self.family_state.items()},
             "world_size": self.world_size,
             "rng_per_rank": self._gather_rng(),
             # what a resumed run needs to log and judge exactly as a straight run
@@ -206,12 +217,15 @@ class TrainingState:
             "evaluator": self.evaluator.state_dict() if self.evaluator is not None else None,
         }
 
-    def _apply_lrs(self) -> None:
-        for g in self.m.opt_G.param_groups:
-            g["lr"] = self.cfg.train.lr_g
-        if self.m.opt_D is not None:
-            for g in self.m.opt_D.param_groups:
-                g["lr"] = self.cfg.train.lr_d
+    def apply_lrs(self) -> None:
+        """The config's learning rates (G side lr_g, D side lr_d), times the family's schedule at
+        this step (stackgan: halved every train.lr_decay_steps; cyclegan: linear to 0 in the
+        second half) where it has one."""
+        factor = self.family.lr_factor(self.step, self.cfg.train) if self.family.lr_factor is not None else 1.0
+        for side, opt in self.m.opts.items():
+            lr = self.cfg.train.lr_d if side == "D" else self.cfg.train.lr_g
+            for g in opt.param_groups:
+                g["lr"] = lr * factor
 
     def _gather_rng(self) -> list[dict]:
         """Every rank's RNG state and statistics window (rank 0 writes the checkpoint, so it needs them all)."""

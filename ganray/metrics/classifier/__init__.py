@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from ganray.config import DATASETS, is_2d
 
-MNIST_LIKE = ("mnist5k", "mnist", "stacked-mnist")
+MNIST_LIKE = ("mnist5k", "mnist", "stacked-mnist", "captioned-mnist", "digits2inverse")
 IMAGE_DATASETS = tuple(d for d in DATASETS if not is_2d(d))
 
 
 def classifier_key(dataset: str) -> str:
-    """The classifier a dataset uses: MNIST digits (mnist5k, mnist, stacked-mnist) share "mnist"."""
+    """The classifier a dataset uses: MNIST digits (mnist5k, mnist, stacked-mnist, captioned-mnist) share "mnist"."""
     return "mnist" if dataset in MNIST_LIKE else dataset

@@ -40,8 +40,8 @@ EPOCHS = 30  # what first use has always trained (store.reference_classifier's d
 def needs_classifier(cfg: Config) -> bool:
     """Whether a run of `cfg` builds the reference classifier: the loop evaluates (eval.metrics
     not empty) and a metric that applies to the dataset needs its features (collapse.Evaluator)."""
-    if not cfg.eval.metrics or data_kind(cfg.data.dataset) == POINTS:
-        return False
+    if not cfg.eval.metrics or data_kind(cfg.data.dataset) == POINTS or cfg.data.dataset.startswith("cyclegan:"):
+        return False  # 2-D mixtures and the CycleGAN photo pairs have no classifier
     return any(SPECS[m].needs_features for m in applicable_metrics(cfg.data.dataset, cfg.eval.metrics))
 
 
