@@ -79,10 +79,11 @@ def class_counts(checkpoint_uri: str, n: int) -> dict[str, Any]:
 
 def samples(cfg: Config, G: nn.Module, n: int, seed: int, real=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n samples of G on the CPU, and for a conditional family the class each was asked for: a
-    balanced request over the classes of `real` (default: the test split), as the evaluation's."""
+    balanced request over the classes of `real` (default: the train split, as the evaluation's: the
+    classes G trained on; cub200's test species are others)."""
     cond = None
     if condition_kind(cfg):
-        cond = eval_conditions(cfg, real if real is not None else load_dataset(cfg.data, "test"), n, seed)
+        cond = eval_conditions(cfg, real if real is not None else load_dataset(cfg.data, "train"), n, seed)
     size = example_shape(cfg.data.dataset, cfg.data.load_size)[-1] if len(example_shape(cfg.data.dataset)) == 3 else 0
     x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=seed, cond=None if cond is None else cond[0],
                  size=size)

@@ -22,14 +22,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from ganray import storage  # noqa: E402
 from ganray.args import job_config  # noqa: E402
+from ganray.data import STAGE2_SIZES  # noqa: E402
 from ganray.exits import EXIT_BAD_INPUT, EXIT_OK, BadInput  # noqa: E402
 from ganray.sweep import main, parser  # noqa: E402
 
 PRESET = ROOT / "configs" / "stackgan_mnist_local.yaml"
 DESCRIPTION = "StackGAN: conditioning augmentation on/off x z_dim, Stage I then Stage II on the frozen Stage I."
-# Stage II's image size where the dataset is loaded at Stage I's (cub200: 64 -> 256, the paper's);
-# captioned-mnist is 28x28 in both stages (Stage I draws 14x14)
-STAGE2_LOAD_SIZE = {"cub200": 256}
 
 
 def split_stages(argv: list[str]) -> tuple[int, list[str]]:
@@ -43,7 +41,8 @@ def stage2_argv(argv: list[str]) -> list[str]:
     """The Stage-II sweep's arguments: the Stage-I ones, plus the stage, its Stage-I experiment and its name."""
     args = parser(DESCRIPTION).parse_args(argv)
     cfg, _ = job_config(args, PRESET)
-    size = STAGE2_LOAD_SIZE.get(cfg.data.dataset)
+    # Stage II's images: cub200 loaded at 256 (Stage I's run loads them at 64); captioned-mnist is 28x28 in both
+    size = STAGE2_SIZES[cfg.data.dataset] if cfg.data.dataset == "cub200" else 0
     return [*argv, "--set", "train.stage=2", "--set", f"train.stage1_checkpoint={storage.experiment_uri(cfg)}",
             "--set", f"experiment.name={cfg.experiment.name.removesuffix('-smoke')}-stage2",
             *(["--set", f"data.load_size={size}"] if size else [])]

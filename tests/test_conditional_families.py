@@ -14,6 +14,7 @@ from ganray.data.captioned import encode
 from ganray.train import checkpoint, train
 from ganray.train.sampling import eval_conditions, fixed_inputs, grid_captions
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.width=0.125", "train.batch_size=8", "train.log_every=5", "train.eval_every=5",
         "train.sample_every=5", "train.checkpoint_every=7", "eval.metrics=[]", "data.n_train=300"]
 STACK = [*TINY, "train.family=stackgan", "data.dataset=captioned-mnist", "model.ngf=8", "model.ndf=8",
@@ -81,6 +82,7 @@ def test_stage2_trains_on_a_frozen_stage1_loaded_by_uri_and_resumes_bitwise(tmp_
 
     # resume Stage II at step 7 (lr halved after steps 5 and 10: 2e-4 / 4 in the last): the same as straight
     half = checkpoint.load(checkpoint.save(ck2[7], tmp_path / "s2.pt"))
+    (tmp_path / "s1").rename(tmp_path / "s1-moved")  # a resume needs no Stage-I source: its checkpoint holds Stage I
     _, ck2b, _ = _run(s2, resume=half, data=data)
     for key in ("G", "D", "opt_G", "opt_D"):
         a, b = ck2[14][key], ck2b[14][key]
@@ -93,7 +95,7 @@ def test_stage2_trains_on_a_frozen_stage1_loaded_by_uri_and_resumes_bitwise(tmp_
         else:
             for name in a:
                 assert torch.equal(a[name], b[name]), (key, name)
-    assert Path(path).is_file()
+    assert Path(str(path).replace("/s1/", "/s1-moved/")).is_file()
 
 
 @pytest.mark.parametrize("over,needle", [
@@ -104,6 +106,12 @@ def test_stage2_trains_on_a_frozen_stage1_loaded_by_uri_and_resumes_bitwise(tmp_
     (["train.family=gan", "train.stage1_checkpoint=/x"], "train.stage1_checkpoint: only for train.family stackgan"),
     (["train.family=stackgan", "data.dataset=captioned-mnist", "train.batch_size=1"], "train.batch_size: stackgan"),
     (["train.family=cgan", "model.spectral_norm=true"], "model.spectral_norm: the cgan family does not take it"),
+    (["train.family=cgan", "data.classes=[3,5]", "eval.n=39"], "eval.n: 39 samples give 19 per condition for 2 classes"),
+    (["train.family=cyclegan", "data.dataset=cyclegan:horse2zebra", "data.load_size=34", "data.crop_size=30"],
+     "data.crop_size: cyclegan's generators halve the image twice: the images drawn (30x30)"),
+    (["train.family=cyclegan", "data.dataset=digits2inverse", "data.crop_size=26"],
+     "data.crop_size: applies to cyclegan:<name>; digits2inverse would ignore it"),
+    (["data.load_size=64"], "data.load_size: applies to cub200 and cyclegan:<name>; mnist5k would ignore it"),
 ])
 def test_conditional_configs_refused_with_the_key(over, needle):
     with pytest.raises(ConfigError) as e:
@@ -144,3 +152,18 @@ def test_ganray_eval_of_a_cyclegan_checkpoint_says_it_has_no_sampler(tmp_path, c
     path = checkpoint.save(ck[7], tmp_path / "cyclegan.pt")
     assert evaluate.main([str(path), "--n", "200"]) == 2
     assert "translates between two domains" in capsys.readouterr().err
+
+
+def test_the_cub_preset_trains_in_stage_i_the_stage_i_its_stage_ii_holds():
+    """Stage I on CUB images loaded at 64 draws 64x64; Stage II at 256 (jobs/sweep_stackgan.py's load
+    size) embeds a 64x64 Stage I: the Stage-I run's G loads into it (tiny channels, no CUB files)."""
+    from ganray.families import get_family
+    from ganray.families.stackgan import load_stage1_
+
+    small = ["--set", "model.ngf=2", "--set", "model.ndf=2"]
+    s1 = load(str(ROOT / "configs" / "stackgan_cub.yaml"), [o for o in small if o != "--set"])
+    s2 = s1.replace(**{"train.stage": 2, "train.stage1_checkpoint": "unused", "data.load_size": 256})
+    G1 = get_family("stackgan").build(s1, (3, 64, 64)).G_module
+    G2 = get_family("stackgan").build(s2, (3, 256, 256)).G_module
+    assert G1.size == 64 and G2.stage1.size == 64 and G2.size == 256
+    load_stage1_(G2, G1.state_dict())

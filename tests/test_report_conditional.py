@@ -109,7 +109,8 @@ def test_per_condition_table_names_the_collapsed_class_and_shows_its_row(tmp_pat
     assert "![Per-class FCD and coverage at the last evaluation](figures/condition_fcd_coverage.png)" in md
 
 
-def _ca_experiment(root: Path, spreads: dict[tuple[int, bool, int], float]) -> model.Experiment:
+def _ca_experiment(root: Path, spreads: dict[tuple[int, bool, int], float], copies_on: float = 0.1,
+                   copies_off: float = 0.3) -> model.Experiment:
     """StackGAN trials (z_dim, CA on?, seed) -> condition_spread_ratio at the last evaluation."""
     seeds = sorted({s for _, _, s in spreads})
     cfg = _cfg(root, **{"train.family": "stackgan", "data.dataset": "captioned-mnist", "sweep.z_dim": [10, 100],
@@ -121,7 +122,8 @@ def _ca_experiment(root: Path, spreads: dict[tuple[int, bool, int], float]) -> m
         c = cfg.replace(**{"model.z_dim": z, "model.cond_augment": ca, "experiment.seed": seed,
                            "experiment.variant": "ca-on" if ca else "ca-off"})
         row = {"step": 600, "condition_spread_ratio": s, "condition_spread_ratio_min": s / 2,
-               "condition_duplicate_share_max": 0.1 if ca else 0.3, "condition_fidelity": 0.8, "fcd": 12.0 + z,
+               "condition_duplicate_share_max": copies_on if ca else copies_off, "condition_fidelity": 0.8,
+               "fcd": 12.0 + z,
                "condition_fcd": 20.0}
         verdict = {"verdict": "healthy" if s > 0.25 else "collapsed_per_condition", "step": 600}
         _trial(exp, name, c, [row], verdict)
@@ -138,29 +140,37 @@ def test_ca_table_holds_the_trials_numbers_and_its_sentence_follows_them(tmp_pat
     assert rows[1] == ["10", "off", "0", "0.41", "0.205", "0.3", "0.8", "22", "20", "1 healthy"]
     assert rows[2][:2] == ["100", "on"] and rows[2][-1] == "1 collapsed per condition"
     assert sentences == [
-        "z_dim 10: CA on had the higher within-condition spread (spread ratio 0.62 on vs 0.41 off, "
-        "mean over conditions).",
-        "z_dim 100: CA off had the higher within-condition spread: CA did not add diversity for a fixed text here "
-        "(spread ratio 0.2 on vs 0.5 off, mean over conditions).",
-        "Across z_dims: CA on had the higher within-condition spread at 1 of 2 z_dims (10)."]
+        "z_dim 10: CA added diversity for a fixed text: a higher within-condition spread (spread ratio 0.62 on vs "
+        "0.41 off, mean over conditions) and no more near-copies (10% on vs 30% off, worst condition).",
+        "z_dim 100: mixed: CA on had fewer near-copies within a condition (10% on vs 30% off, worst condition) but a "
+        "lower spread (spread ratio 0.2 on vs 0.5 off, mean over conditions).",
+        "Across z_dims: CA added diversity for a fixed text (a higher within-condition spread and no more "
+        "near-copies) at 1 of 2 z_dims (10)."]
     # the numbers flipped: the sentence flips with them
     e = _ca_experiment(tmp_path / "b", {(10, True, 0): 0.41, (10, False, 0): 0.62,
-                                        (100, True, 0): 0.2, (100, False, 0): 0.5})
+                                        (100, True, 0): 0.2, (100, False, 0): 0.5}, copies_on=0.3, copies_off=0.1)
     assert conditional.ca_table(e)[2] == [
-        "z_dim 10: CA off had the higher within-condition spread: CA did not add diversity for a fixed text here "
-        "(spread ratio 0.41 on vs 0.62 off, mean over conditions).",
-        "z_dim 100: CA off had the higher within-condition spread: CA did not add diversity for a fixed text here "
-        "(spread ratio 0.2 on vs 0.5 off, mean over conditions).",
-        "Across z_dims: CA on had the higher within-condition spread at 0 of 2 z_dims: at this scale CA did not add "
-        "diversity for a fixed text."]
+        "z_dim 10: CA did not add diversity for a fixed text here: a lower or equal within-condition spread (spread "
+        "ratio 0.41 on vs 0.62 off, mean over conditions) and no fewer near-copies (30% on vs 10% off, worst "
+        "condition).",
+        "z_dim 100: CA did not add diversity for a fixed text here: a lower or equal within-condition spread (spread "
+        "ratio 0.2 on vs 0.5 off, mean over conditions) and no fewer near-copies (30% on vs 10% off, worst "
+        "condition).",
+        "Across z_dims: CA added diversity for a fixed text (a higher within-condition spread and no more "
+        "near-copies) at 0 of 2 z_dims: at this scale it did not, on both counts."]
+    e = _ca_experiment(tmp_path / "c", {(10, True, 0): 0.62, (10, False, 0): 0.41}, copies_on=0.3, copies_off=0.1)
+    assert conditional.ca_table(e)[2] == [
+        "z_dim 10: mixed: CA on had the higher within-condition spread (spread ratio 0.62 on vs 0.41 off, mean over "
+        "conditions) but more near-copies (30% on vs 10% off, worst condition)."]
 
 
 def test_ca_sentence_over_seeds_counts_the_seeds_where_ca_was_higher(tmp_path):
     e = _ca_experiment(tmp_path, {(10, True, 0): 0.7, (10, True, 1): 0.3, (10, False, 0): 0.4, (10, False, 1): 0.5})
     _, rows, sentences = conditional.ca_table(e)
     assert rows[0][:5] == ["10", "on", "0, 1", "0.5 ± 0.283", "0.25 ± 0.141"]
-    assert sentences == ["z_dim 10: CA on had the higher within-condition spread (spread ratio 0.5 on vs 0.45 off, "
-                         "mean over conditions and seeds; CA on higher in 1 of 2 seeds)."]
+    assert sentences == ["z_dim 10: CA added diversity for a fixed text: a higher within-condition spread (spread "
+                         "ratio 0.5 on vs 0.45 off, mean over conditions and seeds; CA on higher in 1 of 2 seeds) "
+                         "and no more near-copies (10% on vs 30% off, worst condition)."]
 
 
 def test_stage2_trials_are_paired_with_their_stage1_trials_by_config(tmp_path):

@@ -33,9 +33,11 @@ from ganray.config.sections import (  # noqa: F401 (re-exported)
     FAMILY_DEFAULTS,
     FAMILY_KEYS,
     LABELLED_DATASETS,
+    PER_CONDITION_MIN,
     REMEDY_FAMILIES,
     SWEEP_AXES,
     TEXT_DATASETS,
+    TRAIN_CLASSES,
     TWO_D_DATASETS,
     UNPAIRED_DATASETS,
     DataConfig,
@@ -203,6 +205,10 @@ def _conditional_checks(cfg: Config) -> list[str]:
                         "checkpoint (a trial folder or checkpoint.pt)")
         if cfg.train.batch_size < 2:
             errs.append("train.batch_size: stackgan's mismatched (real image, wrong text) pairs need at least 2")
+    k = len(cfg.data.classes) or TRAIN_CLASSES.get(cfg.data.dataset, 0)
+    if families & {"cgan", "stackgan"} and cfg.eval.metrics and k and cfg.eval.n < PER_CONDITION_MIN * k:
+        errs.append(f"eval.n: {cfg.eval.n} samples give {cfg.eval.n // k} per condition for {k} classes; the "
+                    f"per-condition statistics need at least {PER_CONDITION_MIN} each (eval.n >= {PER_CONDITION_MIN * k})")
     if cfg.train.stage1_checkpoint and (cfg.train.family != "stackgan" or cfg.train.stage != 2):
         errs.append("train.stage1_checkpoint: only for train.family stackgan with train.stage 2")
     return errs + _translation_checks(cfg, families)
@@ -225,6 +231,16 @@ def _translation_checks(cfg: Config, families: set[str]) -> list[str]:
             errs.append(f"train.n_critic: cyclegan takes one D step per G step, as the reference (got {cfg.train.n_critic})")
     if cfg.data.crop_size and cfg.data.load_size and cfg.data.crop_size > cfg.data.load_size:
         errs.append(f"data.crop_size: {cfg.data.crop_size} is larger than data.load_size {cfg.data.load_size}")
+    photos = cfg.data.dataset.startswith("cyclegan:")
+    drawn = cfg.data.crop_size or cfg.data.load_size
+    if photos and drawn and (drawn % 4 or drawn < 8):
+        key = "crop_size" if cfg.data.crop_size else "load_size"
+        errs.append(f"data.{key}: cyclegan's generators halve the image twice: the images drawn ({drawn}x{drawn}) must "
+                    "be a multiple of 4 and at least 8 (the reference: 256)")
+    if cfg.data.crop_size and not photos:
+        errs.append(f"data.crop_size: applies to cyclegan:<name>; {cfg.data.dataset} would ignore it")
+    if cfg.data.load_size and not photos and cfg.data.dataset != "cub200":
+        errs.append(f"data.load_size: applies to cub200 and cyclegan:<name>; {cfg.data.dataset} would ignore it")
     return errs
 
 

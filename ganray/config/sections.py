@@ -25,6 +25,10 @@ FAMILIES = ("gan", "wgan-gp", "began", "vae", "cgan", "stackgan", "cyclegan")
 REMEDY_FAMILIES = ("gan", "wgan-gp", "began")  # the families model.pack, minibatch_std, spectral_norm apply to
 # Image datasets with class labels: what a class-conditional family (cgan) can condition on
 LABELLED_DATASETS = ("mnist", "mnist5k", "fashion-mnist", "cifar10", "captioned-mnist")
+# Classes a conditional family's training split asks for (cub200: the StackGAN authors' 150 training
+# species); data.classes narrows them. Each needs PER_CONDITION_MIN of an evaluation's eval.n samples.
+TRAIN_CLASSES = {"mnist": 10, "mnist5k": 10, "fashion-mnist": 10, "cifar10": 10, "captioned-mnist": 10, "cub200": 150}
+PER_CONDITION_MIN = 20
 ARCHS = ("auto", "dcgan", "mlp", "pacgan-mlp")  # pacgan-mlp: the PacGAN authors' 2-D nets (ganray.models.mlp)
 D_UPDATES = ("joint", "fake_then_real")  # train.d_updates (ganray.families.gan)
 ADAM_IMPLS = ("default", "for-loop", "foreach", "fused")  # speed.adam; ganray.families maps them to torch's flags

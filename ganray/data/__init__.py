@@ -121,6 +121,9 @@ IMAGE_SHAPES = {"mnist": (1, 28, 28), "mnist5k": (1, 28, 28), "fashion-mnist": (
 CUB_DEFAULT_SIZE = 64  # cub200 with data.load_size 0: Stage I's 64x64
 # Size of each text dataset's caption embeddings (Dataset.c's last axis)
 TEXT_EMBED_DIMS = {"captioned-mnist": 1024, "cub200": 1024}
+# StackGAN's Stage-II image size of each text dataset (the paper's 256 for CUB): Stage I draws at a
+# quarter of it from 128 up, else a half (CUB 64, captioned-mnist 14), in both stages' networks
+STAGE2_SIZES = {"captioned-mnist": 28, "cub200": 256}
 
 
 # Classes of each labelled dataset: what a class-conditional G's embedding is sized for (labels keep

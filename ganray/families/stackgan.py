@@ -209,13 +209,14 @@ def load_stage1_(G: StageIIGenerator, state_dict: dict) -> StageIIGenerator:
 
 # What a Stage-II trial and the Stage-I trial it continues share, when train.stage1_checkpoint is
 # a Stage-I experiment: the sweep's axes that shape Stage I (jobs/sweep_stackgan.py)
-STAGE1_MATCH = (("model", "z_dim"), ("model", "cond_augment"), ("experiment", "seed"), ("experiment", "variant"))
+STAGE1_MATCH = (("model", "z_dim"), ("model", "cond_augment"), ("experiment", "seed"), ("experiment", "variant"),
+                ("train", "lr_g"), ("train", "lr_d"))
 
 
 def stage1_source(cfg: Config) -> str:
     """The checkpoint file train.stage1_checkpoint names: a checkpoint file (or a folder holding
     checkpoint.pt); a trial folder: its newest checkpoint; a Stage-I experiment folder: the newest
-    checkpoint of its one trial whose z_dim, cond_augment, seed and variant are this config's."""
+    checkpoint of its one trial whose z_dim, cond_augment, seed, variant and learning rates are this config's."""
     from ganray import storage  # noqa: PLC0415
     from ganray.artifacts import layout, reader  # noqa: PLC0415
     from ganray.config import ConfigError  # noqa: PLC0415
@@ -266,10 +267,13 @@ def load_stage1_checkpoint(cfg: Config, load: Callable[[str], tuple[dict, Config
 
 
 def build(cfg: Config, shape: tuple[int, ...], wrap: Wrap = identity, device: torch.device | str = "cpu") -> Models:
-    """The family's build: the text embedding size from the dataset (ganray.data.TEXT_EMBED_DIMS)."""
-    from ganray.data import TEXT_EMBED_DIMS  # noqa: PLC0415
+    """The family's build: the text embedding size from the dataset (ganray.data.TEXT_EMBED_DIMS), Stage
+    I's size from its Stage-II size (STAGE2_SIZES: CUB 256 -> 64, captioned-mnist 28 -> 14) in both
+    stages, so that a Stage-I run on CUB images loaded at 64 trains the Stage I a Stage II at 256 holds."""
+    from ganray.data import STAGE2_SIZES, TEXT_EMBED_DIMS  # noqa: PLC0415
 
-    return build_stackgan_models(cfg, shape, wrap, device, embed_dim=TEXT_EMBED_DIMS[cfg.data.dataset])
+    return build_stackgan_models(cfg, shape, wrap, device, embed_dim=TEXT_EMBED_DIMS[cfg.data.dataset],
+                                 stage1_size=default_stage1_size(STAGE2_SIZES[cfg.data.dataset]))
 
 
 def start(m: Models, cfg: Config, load: Callable[[str], tuple[dict, Config]]) -> None:

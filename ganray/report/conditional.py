@@ -42,7 +42,8 @@ from ganray.report.render import data_uri, image_size, last_grid_path
 from ganray.report.tables import describe, fmt_metric, md_escape, name_axes
 
 # What a Stage-II trial shares with the Stage-I trial it continues: ganray.families.stackgan.STAGE1_MATCH
-STAGE1_MATCH = (("model", "z_dim"), ("model", "cond_augment"), ("experiment", "seed"), ("experiment", "variant"))
+STAGE1_MATCH = (("model", "z_dim"), ("model", "cond_augment"), ("experiment", "seed"), ("experiment", "variant"),
+                ("train", "lr_g"), ("train", "lr_d"))
 # The CA table: (metric key, label, which way is better), at each trial's last evaluation
 CA_METRICS = (("condition_spread_ratio", "spread ratio within a condition, mean over conditions", "higher"),
               ("condition_spread_ratio_min", "spread ratio, worst condition", "higher"),
@@ -50,7 +51,8 @@ CA_METRICS = (("condition_spread_ratio", "spread ratio within a condition, mean 
               ("condition_fidelity", "condition fidelity", "higher"),
               ("fcd", "FCD, all samples", "lower"),
               ("condition_fcd", "per-class FCD, mean", "lower"))
-CA_DECIDING = "condition_spread_ratio"  # the number the CA sentence compares
+CA_DECIDING = "condition_spread_ratio"  # the numbers the CA sentence compares: the spread within a condition,
+CA_COPIES = "condition_duplicate_share_max"  # and the near-copies within the worst condition
 STAGES_EXPLAIN = ("Left: the Stage-I trial's last sample grid (its small images upsampled to Stage II's size); "
                   "right: the Stage-II trial's. Both grids hold the same captions in their rows and the same z "
                   "in their columns, so each cell on the right is Stage II's redrawing of the cell on the left.")
@@ -176,34 +178,47 @@ def ca_table(exp: Experiment) -> tuple[list[str], list[list[str]], list[str]]:
             z_seen.append(z)
     if len(wins) > 1:
         at = [fmt_metric(z) for z, w in zip(z_seen, wins) if w]
-        sentences.append(f"Across z_dims: CA on had the higher within-condition spread at {len(at)} of {len(wins)} "
-                         "z_dims" + (f" ({', '.join(at)})." if at else ": at this scale CA did not add diversity "
-                                                                       "for a fixed text."))
+        sentences.append(f"Across z_dims: CA added diversity for a fixed text (a higher within-condition spread and "
+                         f"no more near-copies) at {len(at)} of {len(wins)} z_dims"
+                         + (f" ({', '.join(at)})." if at else ": at this scale it did not, on both counts."))
     return head, rows, sentences
 
 
+def _means(trials: list[Trial], key: str) -> float | None:
+    vals = [v for t in trials if (v := t.final(key)) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 def ca_sentence(z: Any, on: list[Trial], off: list[Trial]) -> tuple[str, bool | None]:
-    """"z_dim 10: CA on had the higher within-condition spread (spread ratio 0.62 on vs 0.41 off, mean
-    over conditions and seeds; in 2 of 2 seeds)." and whether CA on was higher (None: no numbers)."""
-    key = CA_DECIDING
-    a = [v for t in on if (v := t.final(key)) is not None]
-    b = [v for t in off if (v := t.final(key)) is not None]
+    """"z_dim 10: CA added diversity for a fixed text: a higher within-condition spread (spread ratio 0.62
+    on vs 0.41 off, mean over conditions) and fewer near-copies (10% on vs 30% off, worst condition)." and
+    whether it did, on both counts (None: no numbers). A higher spread with more near-copies, or the
+    reverse, is said to be mixed."""
     label = f"z_dim {fmt_metric(z)}" if isinstance(z, (int, float)) else "all trials"
-    if not a or not b:
+    ma, mb = _means(on, CA_DECIDING), _means(off, CA_DECIDING)
+    if ma is None or mb is None:
         return f"{label}: no within-condition spread to compare (a trial without an evaluation).", None
-    ma, mb = float(np.mean(a)), float(np.mean(b))
-    over = "mean over conditions" + (" and seeds" if len(a) + len(b) > 2 else "")
-    if ma > mb:
-        head = "CA on had the higher within-condition spread"
-    elif ma < mb:
-        head = "CA off had the higher within-condition spread: CA did not add diversity for a fixed text here"
-    else:
-        head = "CA on and off had the same within-condition spread"
-    text = f"{label}: {head} (spread ratio {fmt_metric(ma)} on vs {fmt_metric(mb)} off, {over}"
-    seeds = _paired_seeds(on, off, key)
+    ca, cb = _means(on, CA_COPIES), _means(off, CA_COPIES)
+    over = "mean over conditions" + (" and seeds" if len(on) + len(off) > 2 else "")
+    spread = f"spread ratio {fmt_metric(ma)} on vs {fmt_metric(mb)} off, {over}"
+    seeds = _paired_seeds(on, off, CA_DECIDING)
     if len(seeds) > 1:
-        text += f"; CA on higher in {sum(seeds)} of {len(seeds)} seeds"
-    return text + ").", ma > mb
+        spread += f"; CA on higher in {sum(seeds)} of {len(seeds)} seeds"
+    copies = "" if ca is None or cb is None else f"{ca:.0%} on vs {cb:.0%} off, worst condition"
+    more_spread, fewer_copies = ma > mb, ca is None or cb is None or ca <= cb
+    if more_spread and fewer_copies:
+        head = f"CA added diversity for a fixed text: a higher within-condition spread ({spread})"
+        tail = f" and no more near-copies ({copies})" if copies else ""
+    elif not more_spread and (ca is None or cb is None or ca >= cb):
+        head = f"CA did not add diversity for a fixed text here: a lower or equal within-condition spread ({spread})"
+        tail = f" and no fewer near-copies ({copies})" if copies else ""
+    elif more_spread:
+        head = f"mixed: CA on had the higher within-condition spread ({spread})"
+        tail = f" but more near-copies ({copies})"
+    else:
+        head = f"mixed: CA on had fewer near-copies within a condition ({copies})"
+        tail = f" but a lower spread ({spread})"
+    return f"{label}: {head}{tail}.", more_spread and fewer_copies
 
 
 def _paired_seeds(on: list[Trial], off: list[Trial], key: str) -> list[bool]:

@@ -127,12 +127,12 @@ def train(
     tc = cfg.train
     device = device or resolve_device(cfg)
     data = data if data is not None else load_dataset(cfg.data)
-    s = TrainingState.build(cfg, data, rank, world_size, device)
+    s = TrainingState.build(cfg, data, rank, world_size, device, resuming=resume_from is not None)
     if resume_from is not None:
         s.restore(resume_from, device)
     family_step = speed.prepare(s, device)  # cfg.speed; all off (the default): s.family.step itself
     s.m.wrap(wrap)
-    z_fixed, size = fixed_inputs(cfg, data, device), data.shape[-1] if data.is_image else 0  # size: stackgan Stage I
+    z_fixed, size = _fixed_grid_inputs(s, data, device)
     if rank == 0 and cfg.eval.metrics:
         with isolated_rng(device):
             s.evaluator = _new_evaluator(s, data, device)
@@ -188,6 +188,13 @@ def train(
         bar.close()
     result.step = s.step
     return result
+
+
+def _fixed_grid_inputs(s: TrainingState, data: Dataset, device: torch.device):
+    """(the fixed grid's inputs, the size its images are shown at): rank 0 draws the grid (cyclegan's
+    inputs are test images, loaded there only); stackgan's Stage I samples are shown at the data's size."""
+    z_fixed = fixed_inputs(s.cfg, data, device) if s.rank == 0 or not s.family.translation else None
+    return z_fixed, data.shape[-1] if data.is_image else 0
 
 
 def _new_evaluator(s: TrainingState, data: Dataset, device: torch.device):

@@ -137,14 +137,15 @@ class TrainingState:
     data: Dataset | None = None  # the whole training set (conditional families draw evaluation conditions from it)
 
     @classmethod
-    def build(cls, cfg: Config, data: Dataset, rank: int, world_size: int, device: torch.device) -> "TrainingState":
+    def build(cls, cfg: Config, data: Dataset, rank: int, world_size: int, device: torch.device,
+              resuming: bool = False) -> "TrainingState":
         seed = cfg.experiment.seed * world_size + rank  # recorded in every report
         torch.manual_seed(seed)
         random.seed(seed)
         family = get_family(cfg.train.family)
         torch.manual_seed(cfg.experiment.seed)  # identical initial weights on every rank
         m = family.build(cfg, data.shape)
-        if family.start is not None:  # a resume replaces what it loads (restore)
+        if family.start is not None and not resuming:  # a resume restores what it would load (restore)
             family.start(m, cfg, checkpoint_and_config)
         for net in m.nets.values():
             net.to(device)
@@ -218,9 +219,9 @@ class TrainingState:
         }
 
     def apply_lrs(self) -> None:
-        """The config's learning rates (G side lr_g, D side lr_d), times the family's schedule at
-        this step (stackgan: halved every train.lr_decay_steps; cyclegan: linear to 0 in the
-        second half) where it has one."""
+        """The config's learning rates (G side lr_g, D side lr_d), times the family's lr_factor at
+        this step where it has one (cyclegan: linear to 0 in the second half; stackgan's step sets
+        its halving schedule itself, from the clock in its family state)."""
         factor = self.family.lr_factor(self.step, self.cfg.train) if self.family.lr_factor is not None else 1.0
         for side, opt in self.m.opts.items():
             lr = self.cfg.train.lr_d if side == "D" else self.cfg.train.lr_g
