@@ -271,9 +271,11 @@ class Evaluator:
         return self._first_seen
 
     def __call__(self, samples: Tensor, fixed_samples: Tensor | None, step: int,
-                 history: list[dict[str, float]] | None = None, conditions: Tensor | None = None) -> EvalResult:
+                 history: list[dict[str, float]] | None = None, conditions: Tensor | None = None,
+                 attributes: Tensor | None = None) -> EvalResult:
         """Score samples [n, ...]; conditions: int64 [n], the class each sample was asked for (a conditional
-        run; the condition_* metrics and verdicts), None for an unconditional one."""
+        run; the condition_* metrics and verdicts), None for an unconditional one; attributes: [n, 3], the
+        attribute buckets each sample's caption asked for (captioned-mnist; caption_attributes)."""
         t0 = time.time()
         x = samples.detach().float().cpu()
         bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
@@ -287,7 +289,8 @@ class Evaluator:
                              f"got {tuple(conditions.shape)}")
         conds = conditions.detach().long().cpu() if conditions is not None else None
         inp = MetricInputs(x, self.ref, fixed, list(history or []), self.state,
-                           flat_window=self.th.flat_window, seed=self.cfg.experiment.seed, conditions=conds)
+                           flat_window=self.th.flat_window, seed=self.cfg.experiment.seed, conditions=conds,
+                           attributes=attributes)
         metrics: dict[str, float] = {}
         for metric in self.metrics:
             metrics.update(metric.fn(inp))

@@ -125,13 +125,15 @@ def _real(cfg: Config):
     return load_dataset(cfg.data, "train")
 
 
-def evaluate_array(x: torch.Tensor, cfg: Config, real=None, conditions: torch.Tensor | None = None) -> dict[str, Any]:
-    """The JSON payload for samples x of cfg.data.dataset (conditions: the class each was asked for)."""
+def evaluate_array(x: torch.Tensor, cfg: Config, real=None, asked=None) -> dict[str, Any]:
+    """The JSON payload for samples x of cfg.data.dataset (asked: what a conditional family's samples were
+    asked for, ganray.train.sampling.Asked)."""
     from ganray.collapse import Evaluator  # noqa: PLC0415
 
     real = real if real is not None else _real(cfg)
     evaluator = Evaluator(cfg, real, "cpu")
-    res = evaluator(x, None, 0, [], conditions=conditions)
+    res = evaluator(x, None, 0, [], **({} if asked is None else {"conditions": asked.labels,
+                                                                  "attributes": asked.attributes}))
     if res.verdict != "diverged":  # FID, KID, IS in Inception features when eval.inception (--inception)
         res.metrics.update(evaluator.inception_metrics(x))
     metrics = {k: (v if math.isfinite(v) else None) for k, v in res.metrics.items()}  # JSON has no NaN
@@ -179,7 +181,7 @@ def eval_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     G, which = regenerate.generator(state, real.shape, where=args.source)  # G_ema when the checkpoint has one
     log.info("generating %d samples with %s from step %s", n, which, state.get("step"))
     x, asked = regenerate.samples(cfg, G, n, seed=args.seed, real=real)  # conditional: a balanced request
-    return evaluate_array(x, cfg, real, conditions=asked)
+    return evaluate_array(x, cfg, real, asked)
 
 
 def format_text(payload: dict[str, Any]) -> str:

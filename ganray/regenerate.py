@@ -33,7 +33,7 @@ from ganray.models import build_generator
 from ganray.report.model import Reconstruction
 from ganray.train import checkpoint
 from ganray.train.checkpoint import CheckpointError
-from ganray.train.sampling import condition_kind, eval_conditions, generate
+from ganray.train.sampling import Asked, condition_kind, eval_conditions, generate
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def class_counts(checkpoint_uri: str, n: int) -> dict[str, Any]:
             "step": int(step) if isinstance(step, int) else None, "generator": which}
 
 
-def samples(cfg: Config, G: nn.Module, n: int, seed: int, real=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def samples(cfg: Config, G: nn.Module, n: int, seed: int, real=None) -> tuple[torch.Tensor, Asked | None]:
     """n samples of G on the CPU, and for a conditional family the class each was asked for: a
     balanced request over the classes of `real` (default: the train split, as the evaluation's: the
     classes G trained on; cub200's test species are others)."""
@@ -87,7 +87,7 @@ def samples(cfg: Config, G: nn.Module, n: int, seed: int, real=None) -> tuple[to
     size = example_shape(cfg.data.dataset, cfg.data.load_size)[-1] if len(example_shape(cfg.data.dataset)) == 3 else 0
     x = generate(G, n, cfg.model.z_dim, torch.device("cpu"), seed=seed, cond=None if cond is None else cond[0],
                  size=size)
-    return x, None if cond is None else cond[1]
+    return x, cond
 
 
 def _label_counts(x: torch.Tensor, cfg: Config) -> tuple[str, list[str], list[int], str]:

@@ -37,8 +37,9 @@ def test_cgan_fixed_grid_rows_are_classes_and_columns_the_same_z():
     assert y.tolist() == [1, 1, 1, 4, 4, 4, 7, 7, 7]  # row r: class r
     assert torch.equal(z[0:3], z[3:6]) and torch.equal(z[0:3], z[6:9])  # column j: one z in every row
     assert not torch.equal(z[0], z[1])
-    cond, asked = eval_conditions(cfg, data, 11, seed=3)
+    cond, asked, attributes = eval_conditions(cfg, data, 11, seed=3)
     assert asked.tolist() == [1, 4, 7, 1, 4, 7, 1, 4, 7, 1, 4] and torch.equal(cond, asked)  # a balanced request
+    assert attributes is None
     _, _, reports = _run(cfg.replace(**{"train.steps": 5}), data=data)
     samples = reports[-1][2]
     assert samples.shape == (9, 1, 28, 28)
@@ -47,9 +48,9 @@ def test_cgan_fixed_grid_rows_are_classes_and_columns_the_same_z():
 def test_stackgan_text_conditions_come_from_the_captions_of_the_asked_class():
     cfg = load(None, STACK)
     data = load_dataset(cfg.data)
-    cond, asked = eval_conditions(cfg, data, 25, seed=5)
+    cond, asked, attributes = eval_conditions(cfg, data, 25, seed=5)
     assert asked.tolist() == [k % 10 for k in range(25)]
-    assert cond.shape == (25, data.c.shape[-1])
+    assert cond.shape == (25, data.c.shape[-1]) and attributes.shape == (25, 3)  # the buckets each caption names
     # every condition is one of the captions of an example of the asked digit
     for e, k in zip(cond, asked):
         rows = data.c[data.y == k]  # [n_k, T, E]

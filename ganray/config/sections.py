@@ -266,7 +266,8 @@ class EvalConfig:
     metrics: tuple[str, ...] = _f(
         ("class_coverage", "mixture_coverage", "fcd", "kid", "prdc", "near_real", "fixed_z_flip_rate",
          "sample_diversity", "training_signals", "condition_fidelity", "condition_diversity", "condition_fcd",
-         "condition_coverage", "translation_content", "translation_diversity", "translation_fcd"),
+         "condition_coverage", "caption_attributes", "translation_content", "translation_diversity",
+         "translation_fcd"),
         doc="metrics to compute; those that do not apply to the dataset (e.g. fcd on ring8) or the family (the "
             "condition_* ones: conditional families only; the translation_* ones: translation families, cyclegan, "
             "only) are skipped",

@@ -84,6 +84,9 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in (
                "ganray.metrics.conditional"),
     MetricSpec("condition_coverage", ("condition_coverage", "condition_coverage_min"), (IMAGE,), True, True,
                "ganray.metrics.conditional"),
+    # captioned-mnist runs only (each sample's caption names attributes; {} otherwise): ganray.metrics.conditional
+    MetricSpec("caption_attributes", ("attribute_rho_thickness", "attribute_rho_slant", "attribute_rho_size"),
+               (IMAGE,), False, False, "ganray.metrics.conditional"),
     # translation runs only (the evaluator's test-split translations; {} otherwise): ganray.metrics.translation
     MetricSpec("translation_content", ("content_kept_ab", "content_kept_ba", "cycle_l1_a", "cycle_l1_b"), (IMAGE,),
                True, False, "ganray.metrics.translation"),

@@ -270,3 +270,20 @@ def rank_correlation(requested: np.ndarray | Tensor, measured: np.ndarray | Tens
     den = np.sqrt((r**2).sum(0) * (s**2).sum(0))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (r * s).sum(0) / np.where(den > 0, den, 1.0), math.nan)
+
+
+@register_metric  # name, signals, kinds: ganray.metrics.SPECS
+def caption_attributes(inp: MetricInputs) -> dict[str, float]:
+    """Does G draw the attributes a caption asks for? Spearman's ρ (`rank_correlation`) between the
+    (thickness, slant, size) buckets each sample's caption names (0, 1, 2: ganray.data.captioned) and
+    the values measured on the sample (ganray.data.attributes.measure): ≈ 0 for a G that ignores the
+    attribute words, up to 1 when they order the samples as the captions do (real digits with their
+    own captions: see tests/test_conditional_metrics.py). captioned-mnist only ({} otherwise); NaN for
+    an attribute no caption varies."""
+    if inp.attributes is None:
+        return {}
+    from ganray.data.attributes import NAMES, measure  # noqa: PLC0415
+
+    # ρ_a = corr(rank(requested_a), rank(measured_a)) over the n samples, per attribute a
+    rho = rank_correlation(inp.attributes, measure(inp.samples))
+    return {f"attribute_rho_{name}": float(r) for name, r in zip(NAMES, rho)}

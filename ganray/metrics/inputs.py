@@ -205,6 +205,7 @@ class MetricInputs:
     seed: int = 0
     shared: dict[str, Any] = field(default_factory=dict)  # one evaluation's by-products metrics share
     conditions: Tensor | None = None  # int64 [N]: the class each sample was asked for (conditional runs), else None
+    attributes: Tensor | None = None  # float64 [N, 3]: the attribute buckets each sample's caption asked for, else None
 
     @property
     def n(self) -> int:

@@ -245,15 +245,15 @@ def _divergence(s: TrainingState, metrics: dict[str, Any], device: torch.device)
             "stopped_early": False, "counts": None, "margin": None, "evaluator": None}
 
 
-def _eval_samples(s: TrainingState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _eval_samples(s: TrainingState, device: torch.device):
     """cfg.eval.n fresh samples of this step's evaluation (their own seed: the same on every call),
-    and for a conditional family the class each was asked for (a balanced request, [n])."""
+    and for a conditional family what each was asked for (sampling.Asked: a balanced request)."""
     cfg = s.cfg
     seed = cfg.experiment.seed * 7919 + s.step
     cond = eval_conditions(cfg, s.data, cfg.eval.n, seed)
     x = generate(_G_eval(s.m), cfg.eval.n, cfg.model.z_dim, device, seed=seed, cond=None if cond is None else cond[0],
                  size=s.data.shape[-1] if s.data.is_image else 0)
-    return x, None if cond is None else cond[1]
+    return x, cond
 
 
 def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, device: torch.device) -> dict:
@@ -263,7 +263,8 @@ def _evaluate(s: TrainingState, metrics: dict[str, Any], fixed: torch.Tensor, de
             res = s.evaluator(s.m.module("G_AB"), s.m.module("G_BA"), s.step, s.history)
         else:
             gen, asked = _eval_samples(s, device)
-            res = s.evaluator(gen, fixed, s.step, s.history, **({} if asked is None else {"conditions": asked}))
+            kw = {} if asked is None else {"conditions": asked.labels, "attributes": asked.attributes}
+            res = s.evaluator(gen, fixed, s.step, s.history, **kw)
     # conditional runs: per-condition scalars (condition_fidelity/3, ...) for TensorBoard and the rows
     metrics.update(res.metrics, **condition_scalars(res.conditions, PER_CONDITION_SCALARS_MAX))
     log.info("step %d: %s (%s)", s.step, res.verdict, "; ".join(res.reasons))

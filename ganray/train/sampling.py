@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -191,10 +192,19 @@ def grid_captions(cfg: Config, data: Dataset) -> list[str] | None:
     return [data.captions[int(i)][0] for i in _grid_examples(data)]
 
 
-def eval_conditions(cfg: Config, data: Dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(G's conditions [n] or [n, E], the class each asks for [n]) of an evaluation's n samples:
-    the data's classes in turn (a balanced request: n/K each), for text a random example of that
-    class and one of its captions; None for unconditional families."""
+class Asked(NamedTuple):
+    """What an evaluation asks G for, sample by sample."""
+
+    cond: torch.Tensor  # G's conditions: labels [n] or caption embeddings [n, E]
+    labels: torch.Tensor  # int64 [n]: the class each asks for
+    attributes: torch.Tensor | None = None  # float64 [n, 3]: the (thickness, slant, size) buckets its caption asks for
+    # (captioned-mnist; ganray.data.attributes), else None
+
+
+def eval_conditions(cfg: Config, data: Dataset, n: int, seed: int) -> Asked | None:
+    """What an evaluation's n samples are asked for (`Asked`): the data's classes in turn (a balanced
+    request: n/K each), for text a random example of that class and one of its captions (and, for
+    captioned-mnist, the attributes that caption names); None for unconditional families."""
     kind = condition_kind(cfg)
     if not kind:
         return None
@@ -202,14 +212,20 @@ def eval_conditions(cfg: Config, data: Dataset, n: int, seed: int) -> tuple[torc
     classes = torch.unique(data.y)
     labels = classes[torch.arange(n) % len(classes)]  # [n]
     if kind == "class":
-        return labels, labels
+        return Asked(labels, labels)
     idx = torch.empty(n, dtype=torch.long)
     for c in classes:
         rows = torch.nonzero(data.y == c)[:, 0]
         where = torch.nonzero(labels == c)[:, 0]
         idx[where] = rows[torch.randint(0, len(rows), (len(where),), generator=g)]
     t = torch.randint(0, data.c.shape[1], (n,), generator=g)
-    return data.c[idx, t], labels
+    attributes = None
+    if data.name == "captioned-mnist" and data.captions:
+        from ganray.data.captioned import caption_attributes  # noqa: PLC0415
+
+        attributes = torch.tensor([caption_attributes(data.captions[i][j]) for i, j in zip(idx.tolist(), t.tolist())],
+                                  dtype=torch.float64)  # [n, 3]
+    return Asked(data.c[idx, t], labels, attributes)
 
 
 def call(G: nn.Module, inputs: Inputs) -> torch.Tensor:
