@@ -2,6 +2,7 @@
 penalty, the VAE loss, n_critic, and the same steps under real DistributedDataParallel (gloo, 2 workers)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -10,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from ganray.config import FAMILIES, FAMILY_DEFAULTS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig
+from ganray.config import FAMILIES, FAMILY_DEFAULTS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, load
 from ganray.families import Models, began, family_names, frozen, gan, get_family, unwrap, vae, wgan_gp
 
 Z_DIM = 4
@@ -304,6 +305,51 @@ def test_fake_then_real_step_takes_two_D_steps_per_critic_step():
     assert_stats(stats, D_KEYS["gan"] | {"loss_G"})
 
 
+def test_simultaneous_step_takes_both_gradients_at_the_same_weights_on_one_batch_of_fakes():
+    """train.d_updates simultaneous (the PacGAN authors'): one z batch, G's gradient of -log D(G(z))
+    and D's of -log D(x) - log(1 - D(G(z))) both at the starting weights, then both SGD steps; an
+    alternating step from the same start moves G otherwise (its G gradient is at the updated D)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        G, D = nn.Linear(Z_DIM, 2), nn.Sequential(nn.Linear(2, 1), nn.Flatten(0))
+        real, z = real_batch(POINT), torch.randn(BATCH, Z_DIM)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    G0, D0 = copy.deepcopy(G), copy.deepcopy(D)
+    fake = G0(z)
+    loss_G = nn.functional.softplus(-D0(fake)).mean()  # BCE(l, 1) = softplus(-l)
+    grads_G = torch.autograd.grad(loss_G, list(G0.parameters()))
+    loss_D = nn.functional.softplus(-D0(real)).mean() + nn.functional.softplus(D0(fake.detach())).mean()
+    grads_D = torch.autograd.grad(loss_D, list(D0.parameters()))
+
+    def run(G_: nn.Module, D_: nn.Module, d_updates: str) -> tuple[dict, list[int]]:
+        m = Models.pair(G_, D_, torch.optim.SGD(G_.parameters(), lr=0.1), torch.optim.SGD(D_.parameters(), lr=0.1))
+        drawn: list[int] = []
+        stats = gan.FAMILY.step(m, lambda: real, lambda n: drawn.append(n) or z, {},
+                                tiny_cfg("gan", POINT, d_updates=d_updates).train)
+        return stats, drawn
+
+    stats, drawn = run(G, D, "simultaneous")
+    assert drawn == [BATCH]  # one batch of fakes for both updates
+    for net, start, grads in ((G, G0, grads_G), (D, D0, grads_D)):
+        for p, p0, g in zip(net.parameters(), start.parameters(), grads):
+            assert torch.allclose(p, p0 - 0.1 * g, rtol=0, atol=1e-15)
+    assert stats["loss_G"].item() == pytest.approx(loss_G.item(), rel=1e-12)
+    assert stats["loss_D"].item() == pytest.approx(loss_D.item(), rel=1e-12)
+    G2, D2 = copy.deepcopy(G0), copy.deepcopy(D0)
+    _, drawn = run(G2, D2, "joint")
+    assert drawn == [BATCH, BATCH]
+    assert all(torch.allclose(p, q, rtol=0, atol=1e-15) for p, q in zip(D2.parameters(), D.parameters()))
+    assert not torch.allclose(G2.weight, G.weight, rtol=0, atol=1e-9)
+
+
+def test_simultaneous_updates_are_refused_with_a_critic_loop_or_another_family():
+    with pytest.raises(ConfigError, match="train.n_critic: 2 with train.d_updates simultaneous"):
+        load(None, ["train.d_updates=simultaneous", "train.n_critic=2"])
+    with pytest.raises(ConfigError, match="train.d_updates: simultaneous is for the gan family only.*wgan-gp"):
+        load(None, ["train.family=wgan-gp", "train.d_updates=simultaneous"])
+
+
 # ---- wgan-gp ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("scale,expected_gp", [(1.0, 0.0), (3.0, 4.0)])
@@ -428,7 +474,7 @@ def test_vae_training_reduces_loss_on_a_fixed_batch():
 
 # ---- the same steps under DistributedDataParallel (2 gloo workers on this CPU) ------------------
 
-DDP_VARIANTS = [(f, "joint") for f in FAMILIES] + [("gan", "fake_then_real")]
+DDP_VARIANTS = [(f, "joint") for f in FAMILIES] + [("gan", "fake_then_real"), ("gan", "simultaneous")]
 
 
 def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
@@ -442,7 +488,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
             torch.manual_seed(100 + rank)  # different init and data per rank: DDP must make them agree
             fam = get_family(family)
             # BEGAN: k_t starts inside (0, 1) with a λ_k that keeps it there, so agreement is not 0 == 0
-            cfg = tiny_cfg(family, n_critic=2, began_lambda_k=0.01, d_updates=d_updates)
+            cfg = tiny_cfg(family, n_critic=1 if d_updates == "simultaneous" else 2, began_lambda_k=0.01,
+                           d_updates=d_updates)
 
             def wrap(module: nn.Module) -> nn.Module:
                 return nn.parallel.DistributedDataParallel(module, broadcast_buffers=False)
@@ -472,7 +519,7 @@ def test_steps_under_ddp(tmp_path):
         mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), results), nprocs=2,
                            start_method="spawn", join=True)
         r0, r1 = dict(results[0]), dict(results[1])
-    assert set(r0) == set(FAMILIES) | {"gan fake_then_real"}
+    assert set(r0) == set(FAMILIES) | {"gan fake_then_real", "gan simultaneous"}
     for family in r0:
         a, b = r0[family], r1[family]
         assert a["finite"] and b["finite"], family

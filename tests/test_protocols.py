@@ -99,11 +99,22 @@ def test_the_table_from_hand_built_records(tmp_path):
             "| 0.70 ± 0.07 / 0.800 | yes (Δ +0.70, 0.3 SD) |") in lines
     assert ("| 2D-grid | PacGAN2 | grid25-pacgan2 (2) | 23.8 ± 0.7 / 13.00 ± 1.41 | 91.3 ± 0.8% / 92.0 ± 1.4% "
             "| 0.13 ± 0.04 / 0.250 ± 0.071 | no (Δ -10.80, 4.9 SD) |") in lines
-    assert ("- 2D-ring: PacGAN2 covers more modes than GAN in ganray: yes (7.50 vs 6.00); "
+    # Welch's SE of 7.5 - 6.0: sqrt(0.5 / 2 + 1 / 3) = 0.7638, so +1.50 is 1.96 SE: not beyond 2
+    assert ("- 2D-ring: PacGAN2 covers more modes than GAN in ganray: yes (7.50 vs 6.00; +1.50 is 1.96 "
+            "standard errors over the seeds: within the seeds' spread, not settled); "
             "in the paper: yes (7.9 vs 6.3).") in lines
-    assert ("- 2D-grid: PacGAN2 covers more modes than GAN in ganray: no (13.00 vs 18.00); "
-            "in the paper: yes (23.8 vs 17.3).") in lines
+    assert ("- 2D-grid: PacGAN2 covers more modes than GAN in ganray: no (13.00 vs 18.00; one seed on a "
+            "side: the seeds' spread is not known); in the paper: yes (23.8 vs 17.3).") in lines
     assert "other" not in text
+
+
+def test_the_seeds_spread_of_a_difference():
+    col = P.PACGAN_TABLE1.columns[0]
+    assert P.spread_note(P.Summary(8.0, 0.0, 3), P.Summary(6.0, 1.0, 3), col) == \
+        "+2.00 is 3.46 standard errors over the seeds: beyond the seeds' spread"  # SE sqrt(1/3)
+    assert P.spread_note(P.Summary(8.0, 0.0, 2), P.Summary(8.0, 0.0, 2), col) == "every seed gave the same number"
+    assert P.spread_note(P.Summary(7.0, 0.0, 2), P.Summary(8.0, 0.0, 2), col) == \
+        "beyond the seeds' spread (every seed of each the same)"
 
 
 def test_stacked_mnist_rows_without_an_error_have_no_sd_check():
@@ -179,7 +190,8 @@ def test_the_pacgan_preset_is_the_authors_protocol():
     cfg = load(PACGAN)
     m, t, e = cfg.model, cfg.train, cfg.eval
     assert (m.arch, m.z_dim, cfg.data.n_train) == ("pacgan-mlp", 2, 100_000)
-    assert (t.family, t.lr_g, t.lr_d, t.beta1, t.beta2, t.n_critic) == ("gan", 1e-4, 1e-4, 0.8, 0.999, 1)
+    assert (t.family, t.lr_g, t.lr_d, t.beta1, t.beta2, t.n_critic, t.d_updates) == \
+        ("gan", 1e-4, 1e-4, 0.8, 0.999, 1, "simultaneous")
     # 400 epochs of 100,000 packs at 100 packs a step, for every m
     assert t.steps == 400 * 100_000 // 100 == P.PACGAN_TABLE1.authors_steps
     assert t.steps % t.eval_every == 0 and not cfg.sweep.stopper and cfg.sweep.z_dim == ()

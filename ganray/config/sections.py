@@ -30,7 +30,7 @@ LABELLED_DATASETS = ("mnist", "mnist5k", "fashion-mnist", "cifar10", "captioned-
 TRAIN_CLASSES = {"mnist": 10, "mnist5k": 10, "fashion-mnist": 10, "cifar10": 10, "captioned-mnist": 10, "cub200": 150}
 PER_CONDITION_MIN = 20
 ARCHS = ("auto", "dcgan", "mlp", "pacgan-mlp")  # pacgan-mlp: the PacGAN authors' 2-D nets (ganray.models.mlp)
-D_UPDATES = ("joint", "fake_then_real")  # train.d_updates (ganray.families.gan)
+D_UPDATES = ("joint", "fake_then_real", "simultaneous")  # train.d_updates (ganray.families.gan)
 ADAM_IMPLS = ("default", "for-loop", "foreach", "fused")  # speed.adam; ganray.families maps them to torch's flags
 # Each family's published optimiser settings, applied to every train key the config leaves unset
 # (null). An explicit value always wins; the saved config shows the values that ran, so a saved
@@ -178,7 +178,9 @@ class TrainConfig:
         doc="gan family: how a D step uses its batches. joint = one optimizer step on BCE(D(x), 1) + BCE(D(G(z)), 0) "
             "over [real, fake] (one forward, one backward); fake_then_real = two optimizer steps, first on a fake "
             "batch drawn with G in eval mode (label 0), then on the real batch (label 1), as the Keras DCGAN's "
-            "D.train_on_batch(G.predict(z), 0) and D.train_on_batch(x, 1)")
+            "D.train_on_batch(G.predict(z), 0) and D.train_on_batch(x, 1); simultaneous = D's and G's gradients "
+            "at the same weights on one batch of fakes, then both updates (the PacGAN authors' code; "
+            "needs train.n_critic 1)")
     gp_lambda: float = _f(10.0, ge=0, doc="WGAN-GP gradient penalty weight")
     began_gamma: float = _f(0.5, gt=0, le=1, doc="BEGAN diversity ratio")
     began_lambda_k: float = _f(0.001, ge=0, doc="BEGAN k_t learning rate")

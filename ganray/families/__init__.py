@@ -22,8 +22,9 @@ DDP: the Ray layer passes `wrap` (a DistributedDataParallel wrapper, broadcast_b
 Optimizers are built over the unwrapped parameters. D steps generate fakes under no_grad and run
 ONE forward of D over [real, fake] (with model.pack m: one output per pack of m, the first half
 real packs; ganray.models.remedies) and one backward (gan with train.d_updates fake_then_real: one
-of each per batch, two optimizer steps). G steps get the unwrapped D with its
-parameters frozen (`frozen(D)`), so D's gradients are neither computed nor all-reduced.
+of each per batch, two optimizer steps; simultaneous: `gan.simultaneous_step`, one family step
+for both nets). G steps get the unwrapped D with its parameters frozen (`frozen(D)`), so D's
+gradients are neither computed nor all-reduced.
 """
 from __future__ import annotations
 

@@ -10,6 +10,11 @@ two schemes (train.d_updates):
                     BatchNorm's running statistics, left unchanged by the draw), a step on
                     them, then a step on the real batch with the D that step made. Under DDP
                     each of the two backward passes all-reduces D's gradients.
+    simultaneous    D and G updated at once from the same point (theta_G, theta_D) and the same
+                    fakes: one forward of G, G's gradient through the current (frozen) D, D's
+                    gradient on those fakes, then both optimizer steps. The PacGAN authors'
+                    code trains so (ALI's ali_algorithm in Blocks; docs/protocols.md); it
+                    replaces the D step and the G step, so train.n_critic must be 1.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ from torch import Tensor, nn
 from ganray.config import TrainConfig
 from ganray.families import (
     Family,
+    Models,
+    NextReal,
+    SampleZ,
     Stats,
     adversarial_builder,
     adversarial_step,
@@ -111,11 +119,49 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
     return {"loss_G": loss_G.detach()}
 
 
+def simultaneous_step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:
+    """train.d_updates simultaneous: both gradients at the same (theta_G, theta_D), on one batch of
+    fakes, then both updates (Adam steps of D and of G, in that order; neither reads the other's)."""
+    if m.opt_D is None:
+        raise ValueError("simultaneous step: Models.opt_D is None; build the models with the family's build()")
+    real = next_real()
+    z = sample_z(real.shape[0])
+    m.opt_G.zero_grad(set_to_none=True)
+    m.opt_D.zero_grad(set_to_none=True)
+    fake = m.G(z)  # [N, *shape]: G's one forward (BatchNorm in train mode, running statistics updated once)
+    # G's gradient at the current D (frozen, unwrapped: D's gradients neither computed nor all-reduced):
+    # non-saturating loss_G = -log D(G(z)) = BCE(D(G(z)), 1)
+    with frozen(m.D_module):
+        logit_g = widen(m.D_module(fake))  # [N/m]
+        loss_G = F.binary_cross_entropy_with_logits(logit_g, torch.ones_like(logit_g))
+        loss_G.backward()
+    # D's gradient at the current G, on the same fakes (detached: G's gradient is the one above):
+    # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0) = -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
+    logits = widen(m.D(torch.cat([real, fake.detach()])))  # [2N/m], the first N/m of real packs
+    logit_real, logit_fake = logits.chunk(2)
+    loss_D = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
+              + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+    loss_D.backward()
+    m.opt_D.step()
+    m.opt_G.step()
+    return {**d_stats(loss_D, logit_real, logit_fake), "loss_G": loss_G.detach()}
+
+
+_alternating = adversarial_step(d_step, g_step)
+
+
+def step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:
+    """One generator iteration: tc.n_critic D steps then a G step, or the simultaneous update."""
+    if tc.d_updates == "simultaneous":
+        return simultaneous_step(m, next_real, sample_z, state, tc)
+    return _alternating(m, next_real, sample_z, state, tc)
+
+
 FAMILY = register_family(Family(
     name="gan",
     build=adversarial_builder("gan"),
     init_state=no_state,
-    step=adversarial_step(d_step, g_step),
+    step=step,
     d_step=d_step,
     g_step=g_step,
 ))
