@@ -305,18 +305,33 @@ def test_fake_then_real_step_takes_two_D_steps_per_critic_step():
     assert_stats(stats, D_KEYS["gan"] | {"loss_G"})
 
 
-def test_simultaneous_step_takes_both_gradients_at_the_same_weights_on_one_batch_of_fakes():
-    """train.d_updates simultaneous (the PacGAN authors'): one z batch, G's gradient of -log D(G(z))
-    and D's of -log D(x) - log(1 - D(G(z))) both at the starting weights, then both SGD steps; an
-    alternating step from the same start moves G otherwise (its G gradient is at the updated D)."""
+class _Packs(nn.Module):
+    """D's packing as ganray.models.remedies lays it out: m consecutive examples side by side."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0] // self.m, -1)
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_simultaneous_step_takes_both_gradients_at_the_same_weights_on_one_batch_of_fakes(pack):
+    """train.d_updates simultaneous (the PacGAN authors'): one z batch and one forward of G (its
+    BatchNorm's statistics move once), G's gradient of -log D(G(z)) and D's of -log D(x) - log(1 -
+    D(G(z))) (per pack of m) both at the starting weights, then both SGD steps, whatever gradients
+    were left in the nets; an alternating step from the same start moves G otherwise (its G
+    gradient is at the updated D)."""
     torch.set_default_dtype(torch.float64)
     try:
-        G, D = nn.Linear(Z_DIM, 2), nn.Sequential(nn.Linear(2, 1), nn.Flatten(0))
+        G = nn.Sequential(nn.Linear(Z_DIM, 2), nn.BatchNorm1d(2))
+        D = nn.Sequential(_Packs(pack), nn.Linear(2 * pack, 1), nn.Flatten(0))
         real, z = real_batch(POINT), torch.randn(BATCH, Z_DIM)
     finally:
         torch.set_default_dtype(torch.float32)
     G0, D0 = copy.deepcopy(G), copy.deepcopy(D)
-    fake = G0(z)
+    fake = G0(z)  # G0's one forward in train mode
     loss_G = nn.functional.softplus(-D0(fake)).mean()  # BCE(l, 1) = softplus(-l)
     grads_G = torch.autograd.grad(loss_G, list(G0.parameters()))
     loss_D = nn.functional.softplus(-D0(real)).mean() + nn.functional.softplus(D0(fake.detach())).mean()
@@ -324,6 +339,8 @@ def test_simultaneous_step_takes_both_gradients_at_the_same_weights_on_one_batch
 
     def run(G_: nn.Module, D_: nn.Module, d_updates: str) -> tuple[dict, list[int]]:
         m = Models.pair(G_, D_, torch.optim.SGD(G_.parameters(), lr=0.1), torch.optim.SGD(D_.parameters(), lr=0.1))
+        for p in [*G_.parameters(), *D_.parameters()]:
+            p.grad = torch.full_like(p, 7.0)  # left over from elsewhere: the step must start from zero
         drawn: list[int] = []
         stats = gan.FAMILY.step(m, lambda: real, lambda n: drawn.append(n) or z, {},
                                 tiny_cfg("gan", POINT, d_updates=d_updates).train)
@@ -334,13 +351,15 @@ def test_simultaneous_step_takes_both_gradients_at_the_same_weights_on_one_batch
     for net, start, grads in ((G, G0, grads_G), (D, D0, grads_D)):
         for p, p0, g in zip(net.parameters(), start.parameters(), grads):
             assert torch.allclose(p, p0 - 0.1 * g, rtol=0, atol=1e-15)
+    bn, bn0 = G[1], G0[1]
+    assert int(bn.num_batches_tracked) == 1 and torch.equal(bn.running_mean, bn0.running_mean)
     assert stats["loss_G"].item() == pytest.approx(loss_G.item(), rel=1e-12)
     assert stats["loss_D"].item() == pytest.approx(loss_D.item(), rel=1e-12)
     G2, D2 = copy.deepcopy(G0), copy.deepcopy(D0)
+    G2[1].reset_running_stats()
     _, drawn = run(G2, D2, "joint")
-    assert drawn == [BATCH, BATCH]
-    assert all(torch.allclose(p, q, rtol=0, atol=1e-15) for p, q in zip(D2.parameters(), D.parameters()))
-    assert not torch.allclose(G2.weight, G.weight, rtol=0, atol=1e-9)
+    assert drawn == [BATCH, BATCH] and int(G2[1].num_batches_tracked) == 2  # G ran for D's step and for its own
+    assert not torch.allclose(G2[0].weight, G[0].weight, rtol=0, atol=1e-9)
 
 
 def test_simultaneous_updates_are_refused_with_a_critic_loop_or_another_family():
@@ -512,7 +531,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, results) -> None:
 def test_steps_under_ddp(tmp_path):
     """Every family trains under real DDP: after steps on different data, both workers hold the
     same G and D (gradients were all-reduced) and BEGAN's k_t agrees; gan's fake-then-real D step
-    (two backward passes, each all-reduced) too."""
+    (two backward passes, each all-reduced) and its simultaneous update (G's backward through the
+    unwrapped D, then D's) too."""
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         results = manager.dict()

@@ -43,7 +43,8 @@ def _assert_same_state(a: dict, b: dict, path: str = "") -> None:
 
 
 @pytest.mark.parametrize("family,extra", [
-    ("gan", ["model.g_ema=true", "train.d_updates=simultaneous"]),
+    ("gan", ["model.g_ema=true"]),
+    ("gan", ["train.d_updates=simultaneous", "model.g_ema=true"]),
     ("gan", ["train.d_updates=fake_then_real", "model.bn_momentum=0.2", "model.bn_eps=1e-3", "model.leaky_slope=0.3"]),
     ("wgan-gp", ["train.n_critic=2"]),
     ("began", []),

@@ -99,22 +99,37 @@ def test_the_table_from_hand_built_records(tmp_path):
             "| 0.70 ± 0.07 / 0.800 | yes (Δ +0.70, 0.3 SD) |") in lines
     assert ("| 2D-grid | PacGAN2 | grid25-pacgan2 (2) | 23.8 ± 0.7 / 13.00 ± 1.41 | 91.3 ± 0.8% / 92.0 ± 1.4% "
             "| 0.13 ± 0.04 / 0.250 ± 0.071 | no (Δ -10.80, 4.9 SD) |") in lines
-    # Welch's SE of 7.5 - 6.0: sqrt(0.5 / 2 + 1 / 3) = 0.7638, so +1.50 is 1.96 SE: not beyond 2
+    # Welch: SE of 7.5 - 6.0 = sqrt(0.5 / 2 + 1 / 3) = 0.7638, so +1.50 is 1.96 SE; df = 0.5833² /
+    # (0.25² / 1 + 0.3333² / 2) = 2.88, t(0.975, 2.88) = 3.26: not beyond the spread
     assert ("- 2D-ring: PacGAN2 covers more modes than GAN in ganray: yes (7.50 vs 6.00; +1.50 is 1.96 "
-            "standard errors over the seeds: within the seeds' spread, not settled); "
-            "in the paper: yes (7.9 vs 6.3).") in lines
+            "standard errors over the seeds, against Welch's 3.26 at 95% (df 2.9): within the seeds' spread, "
+            "not settled); in the paper: yes (7.9 vs 6.3).") in lines
     assert ("- 2D-grid: PacGAN2 covers more modes than GAN in ganray: no (13.00 vs 18.00; one seed on a "
             "side: the seeds' spread is not known); in the paper: yes (23.8 vs 17.3).") in lines
     assert "other" not in text
 
 
+def test_student_t_quantiles_and_the_incomplete_beta():
+    # t tables: t(0.975; 1, 2, 4, 10) and the normal's 1.959964 for a large df
+    for df, t in ((1, 12.706205), (2, 4.302653), (4, 2.776445), (10, 2.228139), (1e7, 1.959964)):
+        assert P.t_quantile(0.975, df) == pytest.approx(t, abs=2e-6)
+    assert P.t_quantile(0.95, 3) == pytest.approx(2.353363, abs=2e-6)
+    assert P._betainc(0.5, 0.5, 0.3) == pytest.approx(2 / math.pi * math.asin(math.sqrt(0.3)), rel=1e-12)
+    assert P._betainc(2, 3, 0.4) == pytest.approx(0.5248, rel=1e-12)  # 1 - sum_{j<2} C(4, j) .4^j .6^(4-j)
+
+
 def test_the_seeds_spread_of_a_difference():
     col = P.PACGAN_TABLE1.columns[0]
-    assert P.spread_note(P.Summary(8.0, 0.0, 3), P.Summary(6.0, 1.0, 3), col) == \
-        "+2.00 is 3.46 standard errors over the seeds: beyond the seeds' spread"  # SE sqrt(1/3)
+    # 8, 8, 8 against sd 1 over 3 seeds: SE sqrt(1/3), df 2, t 4.30: 3.46 SE is not enough
+    assert P.spread_note(P.Summary(8.0, 0.0, 3), P.Summary(6.0, 1.0, 3), col) == (
+        "+2.00 is 3.46 standard errors over the seeds, against Welch's 4.30 at 95% (df 2.0): "
+        "within the seeds' spread, not settled")
+    assert P.spread_note(P.Summary(8.0, 0.0, 3), P.Summary(6.5, 0.5, 3), col) == (
+        "+1.50 is 5.20 standard errors over the seeds, against Welch's 4.30 at 95% (df 2.0): "
+        "beyond the seeds' spread")
     assert P.spread_note(P.Summary(8.0, 0.0, 2), P.Summary(8.0, 0.0, 2), col) == "every seed gave the same number"
     assert P.spread_note(P.Summary(7.0, 0.0, 2), P.Summary(8.0, 0.0, 2), col) == \
-        "beyond the seeds' spread (every seed of each the same)"
+        "-1.00, and every seed of each gave the same number: no spread to test it against"
 
 
 def test_stacked_mnist_rows_without_an_error_have_no_sd_check():

@@ -153,7 +153,7 @@ def _cross_checks(cfg: Config) -> list[str]:
         if families:
             errs.append(f"train.d_updates: {cfg.train.d_updates} is for the gan family only; train.family or "
                         f"sweep.family gives {', '.join(families)} (use joint)")
-        if cfg.train.d_updates == "simultaneous" and cfg.train.n_critic != 1:
+        elif cfg.train.d_updates == "simultaneous" and cfg.train.n_critic != 1:
             errs.append(f"train.n_critic: {cfg.train.n_critic} with train.d_updates simultaneous, which updates "
                         "D and G once each from the same weights (use n_critic 1)")
     if two_d:  # the 2-D MLPs have their own BatchNorm and LeakyReLU, not these

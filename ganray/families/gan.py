@@ -121,7 +121,11 @@ def g_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, z: Tensor,
 
 def simultaneous_step(m: Models, next_real: NextReal, sample_z: SampleZ, state: dict, tc: TrainConfig) -> Stats:
     """train.d_updates simultaneous: both gradients at the same (theta_G, theta_D), on one batch of
-    fakes, then both updates (Adam steps of D and of G, in that order; neither reads the other's)."""
+    fakes, then both updates (Adam steps of D and of G, in that order; neither reads the other's).
+
+    D runs forward twice (on the fakes for G's gradient, on [real, fake] for its own) where ALI's
+    graph runs it once: the same function for the PacGAN nets (no dropout, no BatchNorm in D), but a
+    D with dropout draws two masks, and model.spectral_norm's power iteration moves between the two."""
     if m.opt_D is None:
         raise ValueError("simultaneous step: Models.opt_D is None; build the models with the family's build()")
     real = next_real()
