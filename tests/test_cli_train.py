@@ -24,12 +24,14 @@ def ganray(*args: str, env: dict | None = None, timeout: float = 600) -> subproc
 
 def test_local_ring8_run_writes_metrics(tmp_path):
     t0 = time.time()
-    r = ganray("train", "--local", "configs/ring8.yaml", "--storage", str(tmp_path), "--quiet")
+    # the preset's cadences (log 100, evaluations 250, samples and checkpoints 500) over 600 of its 1,500 steps
+    r = ganray("train", "--local", "configs/ring8.yaml", "--storage", str(tmp_path), "--quiet", "--set", "train.steps=600")
     took = time.time() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     trial = tmp_path / "ring8" / "trials" / "train"
     rows = reader.read_rows(str(trial))
-    assert rows[-1]["step"] == 1500 and all("time" in row for row in rows)
+    assert rows[-1]["step"] == 600 and all("time" in row for row in rows)
+    assert [row["step"] for row in rows if "modes_covered" in row] == [250, 500, 600]  # and at the last step
     assert "modes_covered" in rows[-1]  # the loop's evaluation ran
     assert json.loads((trial / "verdict.json").read_text())["verdict"] in (
         "healthy", "partial_collapse", "collapsed", "garbage")
