@@ -35,11 +35,8 @@ lint: install
 schema: install  # configs/ganray.schema.json, the presets' JSON Schema (tests/test_schema.py checks it)
 	$(BIN)/ganray schema --output configs/ganray.schema.json
 
-# Two pytest workers (pytest-xdist), each running whole test files (--dist loadfile: a file's
-# module fixtures and servers stay in one process). Most slow tests wait on Ray, TensorBoard and
-# subprocesses more than they compute, so two workers on a 2-core machine take about half the time.
 test: install
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest -q -ra tests
 
 # rebuilt from scratch when pyproject.toml or this Makefile (FID_TORCH) changes
 $(FID_BIN)/ganray: pyproject.toml Makefile
