@@ -48,15 +48,20 @@ def d_step(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tenso
         fake = G(z)  # [N, *shape]
     # [2N/m]: one forward, one backward (one DDP all-reduce); one logit per pack of m = model.pack
     # examples (m = 1: per example), the first N/m of real packs, the rest of fake ones
-    logits = widen(D(torch.cat([real, fake])))
+    loss_D, logit_real, logit_fake = joint_d_loss(widen(D(torch.cat([real, fake]))))
+    loss_D.backward()
+    opt_D.step()
+    return d_stats(loss_D, logit_real, logit_fake)
+
+
+def joint_d_loss(logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss_D, logit_real, logit_fake) of D's logits over [real, fake] (first half real packs)."""
     logit_real, logit_fake = logits.chunk(2)
     # D maximises log D(x) + log(1 - D(G(z))), i.e. minimises
     # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0) = -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
     loss_D = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
               + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
-    loss_D.backward()
-    opt_D.step()
-    return d_stats(loss_D, logit_real, logit_fake)
+    return loss_D, logit_real, logit_fake
 
 
 def d_step_fake_then_real(G: nn.Module, D: nn.Module, opt_D: torch.optim.Optimizer, real: Tensor, z: Tensor,
@@ -141,10 +146,7 @@ def simultaneous_step(m: Models, next_real: NextReal, sample_z: SampleZ, state: 
         loss_G.backward()
     # D's gradient at the current G, on the same fakes (detached: G's gradient is the one above):
     # loss_D = BCE(D(x), 1) + BCE(D(G(z)), 0) = -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
-    logits = widen(m.D(torch.cat([real, fake.detach()])))  # [2N/m], the first N/m of real packs
-    logit_real, logit_fake = logits.chunk(2)
-    loss_D = (F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real))
-              + F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake)))
+    loss_D, logit_real, logit_fake = joint_d_loss(widen(m.D(torch.cat([real, fake.detach()]))))  # [2N/m] logits
     loss_D.backward()
     m.opt_D.step()
     m.opt_G.step()
