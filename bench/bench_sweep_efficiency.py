@@ -180,7 +180,7 @@ def measure(tree: Path, label: str, config: str, overrides: list[str], storage: 
         "after_fit_sec": round(t_end - log["fit_done"], 1) if log["fit_done"] else None,
         "evaluator_sec": log["evaluator_sec"],
         "per_trial": trials,
-        "_rows": {t.name: [{k: v for k, v in r.items() if k not in ("time", "elapsed_sec")} for r in read_rows(t)]
+        "_rows": {t.name: [{k: v for k, v in r.items() if k not in ("time", "elapsed_sec", "train_sec")} for r in read_rows(t)]
                   for t in (exp / "trials").iterdir() if (t / "metrics").is_dir()},
     }
 

@@ -464,6 +464,26 @@ def test_classifier_is_trained_on_first_use_then_found_in_storage(tmp_path, mnis
                                  train_if_missing=False)
 
 
+def test_reference_cache_key_names_the_cpu_thread_count():
+    # a hit must be what this process would compute: on a CPU, another thread count is another key
+    from ganray.metrics.inputs import _reference_key
+
+    model, _ = clf_store.load_shipped()
+    x = torch.zeros(4, 1, 28, 28)
+    keys: dict[tuple[str, int], set[str]] = {}
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2, 1):
+            torch.set_num_threads(n)
+            for dev in ("cpu", "cuda"):  # the key only: nothing runs on the device
+                keys.setdefault((dev, n), set()).add(_reference_key("mnist5k", "image", x, model, 3, torch.device(dev)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(len(k) == 1 for k in keys.values())
+    assert keys[("cpu", 1)] != keys[("cpu", 2)]
+    assert keys[("cuda", 1)] == keys[("cuda", 2)]  # a GPU's features do not depend on torch's CPU threads
+
+
 def test_classifier_cli_trains_and_stores(tmp_path, mnist, capsys):
     source = _write_idx_folder(tmp_path / "fashion", mnist, n_train=300, n_test=100)
     rc = clf_cli.main(["train", "--dataset", "fashion-mnist", "--source", source, "--storage", str(tmp_path / "st"),
@@ -471,6 +491,7 @@ def test_classifier_cli_trains_and_stores(tmp_path, mnist, capsys):
     assert rc == 0
     info = json.loads((tmp_path / "st" / "classifiers" / "fashion-mnist.json").read_text())
     assert info["epochs"] == 1 and info["command"].startswith("ganray classifier train --dataset fashion-mnist")
+    assert info["threads"] == 1 and info["device"] == "cpu"  # what its weights depend on, beside seed and torch
     assert "held-out accuracy" in capsys.readouterr().out
     found = clf_store.load_classifier(clf_store.storage_folder(str(tmp_path / "st")), "fashion-mnist")
     assert found is not None and found[1] == info

@@ -208,3 +208,11 @@ def test_one_seed_per_point_says_agreement_cannot_be_judged_and_speed_after_a_re
     t = model.Trial("r", "", rows=[{"step": s, "elapsed_sec": e} for s, e in ((100, 10.0), (200, 20.0), (300, 5.0),
                                                                                (400, 15.0))])
     assert points.steps_per_sec(t) == pytest.approx(200 / 15)
+    # rows with train_sec (the training steps' seconds): the speed leaves the evaluations' seconds out
+    t = model.Trial("t", "", rows=[{"step": s, "elapsed_sec": e, "train_sec": tr}
+                                   for s, e, tr in ((100, 10.0, 8.0), (200, 25.0, 16.0), (300, 37.0, 24.0))])
+    assert points.steps_per_sec(t) == pytest.approx(300 / 24.0)
+    # ... and after a resume its clock falls as elapsed_sec's did (a record written before checkpoints carried it)
+    t = model.Trial("u", "", rows=[{"step": s, "elapsed_sec": e, "train_sec": tr}
+                                   for s, e, tr in ((100, 10.0, 8.0), (200, 20.0, 16.0), (300, 6.0, 4.0), (400, 14.0, 10.0))])
+    assert points.steps_per_sec(t) == pytest.approx(200 / 10.0)

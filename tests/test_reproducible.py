@@ -1,6 +1,7 @@
 """Issue 16, point 1: the same config and seed give the same metrics and verdict in fresh processes
-on one machine (CPU), whether the trial runs alone under `ganray train --local` or beside another
-trial in a sweep (docs/distributed.md, "Reproducibility").
+on one machine (CPU), whether the trial runs alone under `ganray train --local`, beside another
+trial in a sweep, or in a sweep's reused actor after another trial (docs/distributed.md,
+"Reproducibility").
 
 What made them differ: torch's thread count. `ganray train --local` took OMP_NUM_THREADS from the
 shell, or else one thread per core (2 on the project's machine), while a sweep trial's Tune actor
@@ -45,9 +46,9 @@ sweep: {z_dim: [3, 2], seeds: [3], stopper: false}
 """
 ROW_STEPS = [4, 7, 8, 9, 10, 12, 14, 16, 18, 20, 21, 23]
 # The only fields left out of the comparison: wall-clock ones, measured in seconds. `time` is when
-# the row was written (Unix seconds), `elapsed_sec` the seconds since the run started; both depend
-# on the machine's load. verdict.json holds none; every other field of every row is compared exactly.
-WALL_CLOCK = ("time", "elapsed_sec")
+# the row was written (Unix seconds), `elapsed_sec` the seconds since the run started and `train_sec`
+# those of its training steps; all three depend on the machine's load. verdict.json holds none; every other field of every row is compared exactly.
+WALL_CLOCK = ("time", "elapsed_sec", "train_sec")
 
 
 def user_env(**extra: str) -> dict[str, str]:
@@ -82,8 +83,9 @@ def record(trial: Path) -> tuple[list[dict], dict, dict[str, bytes]]:
     return rows, verdict, {p.name: p.read_bytes() for p in sorted((trial / "samples").glob("*.png"))}
 
 
-@pytest.mark.slow  # about 40 s: two fresh processes and a sweep with its Ray start
-def test_one_trial_alone_twice_and_in_a_two_trial_sweep_gives_identical_metrics_and_verdict(tmp_path):
+@pytest.mark.slow  # about 60 s: two fresh processes and two sweeps with their Ray starts
+def test_one_trial_alone_twice_in_a_two_trial_sweep_and_in_a_reused_actor_gives_identical_metrics_and_verdict(
+        tmp_path):
     (tmp_path / "repro.yaml").write_text(CONFIG)
     cfg = load(str(tmp_path / "repro.yaml"))
     names = {trial_name(p): p for p in grid(cfg)}
@@ -95,10 +97,13 @@ def test_one_trial_alone_twice_and_in_a_two_trial_sweep_gives_identical_metrics_
     # default: one thread per core), once in one that sets 3; and inside a sweep: the two trials run
     # in their Tune actors, side by side where there are 2 CPUs. The three commands run at the same time (the sweep's Ray start overlaps the other two runs):
     # each training process pins its own thread count, so running beside others changes no number.
-    for name in ("alone", "alone-omp3", "sweep"):
+    # A second sweep runs one trial at a time: its z2-s3 trains in the Tune actor that trained z3-s3
+    # just before (reuse_actors: the same process, its torch threads, RNG and caches as z3-s3 left them).
+    for name in ("alone", "alone-omp3", "sweep", "reused"):
         (tmp_path / name).mkdir()
-    running = [start(tmp_path / "sweep", str(ROOT / "jobs" / "sweep_zdim.py"), "--config", "../repro.yaml",
-                     "--no-report", env=user_env(RAY_ADDRESS="local"))]  # a Ray of its own, not one another process started here
+    running = [start(tmp_path / name, str(ROOT / "jobs" / "sweep_zdim.py"), "--config", "../repro.yaml",
+                     "--no-report", *extra, env=user_env(RAY_ADDRESS="local"))  # a Ray of its own each
+               for name, extra in (("sweep", ()), ("reused", ("--set", "sweep.max_concurrent_trials=1")))]
     for name, extra in (("alone", {}), ("alone-omp3", {"OMP_NUM_THREADS": "3"})):
         running.append(start(tmp_path / name, "-m", "ganray.cli", "train", "--local", "../repro.yaml", "--quiet",
                              env=user_env(**extra)))
@@ -114,13 +119,21 @@ def test_one_trial_alone_twice_and_in_a_two_trial_sweep_gives_identical_metrics_
     ran = yaml.safe_load((trials / "z2-s3" / "config.yaml").read_text())
     assert (ran["model"]["z_dim"], ran["experiment"]["seed"]) == (2, 3)
     in_sweep = record(trials / "z2-s3")
+    reused_trials = tmp_path / "reused" / "ganray_results" / "repro" / "trials"
+    in_reused = record(reused_trials / "z2-s3")
+    # the same process trained both trials of that sweep: their TensorBoard files
+    # (events.out.tfevents.<start>.<host>.<pid>.<seq>) name its pid
+    tb = tmp_path / "reused" / "ganray_results" / "repro" / "tensorboard"
+    pids = {t: {p.name.split(".")[-2] for p in (tb / t).glob("events.out.tfevents.*")} for t in ("z3-s3", "z2-s3")}
+    assert len(pids["z2-s3"]) == 1 and pids["z2-s3"] == pids["z3-s3"], pids
 
     rows, verdict, samples = alone[0]
     assert [r["step"] for r in rows] == ROW_STEPS and {r["seed"] for r in rows} == {3}
     assert [r["step"] for r in rows if "fcd" in r] == [10, 20, 23]
     assert verdict["step"] == 23 and verdict["verdict"] and verdict["reasons"], verdict
     assert sorted(samples) == ["step_000007.png", "step_000014.png", "step_000021.png", "step_000023.png"]
-    for other, where in ((alone[1], "alone with OMP_NUM_THREADS=3"), (in_sweep, "in the sweep")):
+    for other, where in ((alone[1], "alone with OMP_NUM_THREADS=3"), (in_sweep, "in the sweep"),
+                         (in_reused, "in a reused actor, after another trial")):
         for a, b in zip(rows, other[0]):  # the first row that differs, named
             assert a == b, f"{where}: step {a['step']} differs: " + ", ".join(
                 f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))

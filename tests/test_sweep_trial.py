@@ -21,7 +21,7 @@ from ganray.sweep import CollapseStopper
 TINY = ["model.width=0.125", "train.batch_size=16", "train.steps=18", "train.log_every=2", "train.eval_every=4",
         "train.sample_every=4", "train.checkpoint_every=6", "eval.n=200", "eval.n_fixed_z=16", "data.n_train=400",
         "model.z_dim=1", "eval.metrics=[class_coverage,fcd,prdc,sample_diversity]", "experiment.name=t"]
-TIMES = ("time", "elapsed_sec")  # the only columns that differ between two runs of one config
+TIMES = ("time", "elapsed_sec", "train_sec")  # the only columns that differ between two runs of one config
 
 
 def _rows(trial: Path) -> list[dict]:

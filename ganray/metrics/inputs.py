@@ -183,8 +183,11 @@ class Reference:
 def _reference_key(dataset: str, kind: str, real_x: Tensor, model: Classifier, prdc_k: int,
                    device: torch.device) -> str:
     """sha256 of what the real features and radii depend on: the real samples in their order, the
-    classifier's weights, k, and the device type (a GPU's convolutions round otherwise than a CPU's)."""
-    h = hashlib.sha256(f"reference-v1 {dataset} {kind} k={prdc_k} {device.type}".encode())
+    classifier's weights, k, the device type (a GPU's convolutions round otherwise than a CPU's)
+    and, on a CPU, torch's thread count (the order of its float32 sums: a hit is then always what
+    this process would compute)."""
+    where = f"{device.type} threads={torch.get_num_threads()}" if device.type == "cpu" else device.type
+    h = hashlib.sha256(f"reference-v1 {dataset} {kind} k={prdc_k} {where}".encode())
     h.update(real_x.detach().cpu().contiguous().numpy().tobytes())
     for name, t in model.state_dict().items():
         h.update(name.encode())

@@ -108,19 +108,22 @@ class Point:
 
 
 def steps_per_sec(t: Trial) -> float | None:
-    """Generator steps per second: step / elapsed_sec at the last row. elapsed_sec counts training
-    seconds over resumes (a checkpoint carries it); in records written before it did, a resumed run
-    started again from 0, and then the speed is that of the last run, from the step of the row
-    before elapsed_sec fell."""
-    rows = [r for r in t.rows if isinstance(r.get("elapsed_sec"), (int, float)) and isinstance(r.get("step"), int)]
-    if not rows or rows[-1]["elapsed_sec"] <= 0:
+    """Generator steps per second of training: step / train_sec at the last row (the seconds of the
+    training steps alone, evaluations, sample grids, checkpoints and uploads left out); in records
+    written before rows had train_sec, step / elapsed_sec (wall seconds, evaluations included).
+    Both count on over resumes (a checkpoint carries them); in records written before it did, a
+    resumed run started again from 0, and then the speed is that of the last run, from the step of
+    the row before the clock fell."""
+    key = "train_sec" if t.rows and "train_sec" in t.rows[-1] else "elapsed_sec"
+    rows = [r for r in t.rows if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), int)]
+    if not rows or rows[-1][key] <= 0:
         return None
     start = 0
     for before, after in zip(rows, rows[1:]):
-        if after["elapsed_sec"] < before["elapsed_sec"]:  # a new run (a resume) starts here
+        if after[key] < before[key]:  # a new run (a resume) starts here
             start = before["step"]
     # speed = (steps of this run) / (seconds of this run)
-    return (rows[-1]["step"] - start) / rows[-1]["elapsed_sec"]
+    return (rows[-1]["step"] - start) / rows[-1][key]
 
 
 def point_axes(trials: list[Trial]) -> list[str]:

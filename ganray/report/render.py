@@ -108,11 +108,13 @@ def summary_paragraphs(exp: Experiment) -> list[str]:
 POINTS_EXPLAIN = ("The trials of one grid point differ only in their seed. Settled: every seed gave the same "
                   "verdict; seeds disagree: the verdict depends on the seed, so no single run of this point is "
                   "evidence. Numbers: mean ± sample standard deviation over the seeds at their last evaluation; "
-                  "steps/s over each trial's run. One row per point in `points.csv`.")
+                  "steps/s over each trial's training steps (evaluations, samples and checkpoints left out). One row per "
+                  "point in `points.csv`.")
 REMEDIES_EXPLAIN = ("One row per sweep.variants entry (and per value of the other swept settings): in how many "
                     "seeds it ended healthy, its other verdicts, the key numbers of its seeds' last evaluations "
                     "(a remedy that helps without reaching healthy shows there), and its speed in generator "
-                    "steps per second (evaluations included; trials that ran side by side shared the cores), "
+                    "steps per second (of its training steps alone: evaluations, samples and checkpoints left out; "
+                    "trials that ran side by side shared the cores), "
                     "as a multiple of the baseline's (below 1: slower).")
 
 

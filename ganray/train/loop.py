@@ -139,7 +139,7 @@ def train(
         s.restore_evaluator(resume_from)
     result = TrainResult(step=s.step)
     bar = tqdm(total=tc.steps, initial=s.step, unit="step", dynamic_ncols=True) if progress and rank == 0 else None
-    t0 = time.time() - s.elapsed_sec  # a resumed run's rows count on from its checkpoint's elapsed_sec
+    clock = RunClock(s, device)  # a resumed run's rows count on from its checkpoint's seconds
 
     while s.step < tc.steps:
         if s.family.lr_factor is not None:
@@ -156,7 +156,7 @@ def train(
         if not at.any:
             continue
 
-        metrics = _metrics(s, at, time.time() - t0)
+        metrics = _metrics(s, at, *clock.pause())
         verdict = _divergence(s, metrics, device)
         if verdict is not None:  # every rank breaks at the same step (reports are barriers)
             result.diverged, result.verdict = True, verdict
@@ -175,11 +175,12 @@ def train(
         stop = at.eval and should_stop(s.step, {**metrics, **({"verdict": verdict["verdict"]} if verdict else {})})
         stopped_early = _final_evaluation(s, metrics, verdict, stop, device)
         if at.checkpoint:
-            s.elapsed_sec = metrics["elapsed_sec"]
+            s.elapsed_sec, s.train_sec = metrics["elapsed_sec"], metrics["train_sec"]
             save_checkpoint(s.step, s.snapshot(), metrics)
         report(s.step, metrics, samples=samples, verdict=verdict)
         if bar is not None:
             bar.set_postfix_str(_fmt(metrics, keys=("loss_D", "loss_G", "classes_covered", "fcd")))
+        clock.resume()
         if stop:
             result.stopped_early = stopped_early
             break
@@ -218,12 +219,37 @@ def _G_eval(m: Models) -> nn.Module:
     return m.G_ema if m.G_ema is not None else m.G_module
 
 
-def _metrics(s: TrainingState, at: Cadence, elapsed_sec: float) -> dict[str, Any]:
+class RunClock:
+    """A run's two clocks, both counted on over resumes from the checkpoint's: elapsed_sec, the
+    wall seconds since the trial started, and train_sec, those of its training steps alone (the
+    cadence steps' work, from the window's means to the report, left out: evaluations, sample
+    grids, checkpoints, uploads). The report's steps/s is step / train_sec."""
+
+    def __init__(self, s: TrainingState, device: torch.device):
+        self.device = device
+        self.start = self.paused_at = time.time()
+        self.elapsed0, self.train0 = s.elapsed_sec, s.train_sec
+        self.paused = 0.0  # this run's seconds outside training steps
+
+    def pause(self) -> tuple[float, float]:
+        """At a cadence step, before its work: (elapsed_sec, train_sec) up to the end of this step."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the steps' queued kernels are training time
+        self.paused_at = time.time()
+        run = self.paused_at - self.start
+        return self.elapsed0 + run, self.train0 + run - self.paused
+
+    def resume(self) -> None:
+        """After the cadence step's work: training time counts again."""
+        self.paused += time.time() - self.paused_at
+
+
+def _metrics(s: TrainingState, at: Cadence, elapsed_sec: float, train_sec: float) -> dict[str, Any]:
     """The row of this step: the window's means since the last log step, and what identifies it."""
     metrics: dict[str, Any] = s.window.means()
     if at.log:
         s.window.reset()
-    metrics.update(step=s.step, seed=s.seed, elapsed_sec=elapsed_sec)
+    metrics.update(step=s.step, seed=s.seed, elapsed_sec=elapsed_sec, train_sec=train_sec)
     if s.world_size > 1:  # DDP consistency: parameters must agree across ranks, data and z must not
         metrics.update(s.sampler.fingerprint(), ddp_param_checksum=_param_checksum(s.m))
     if "k_t" in s.family_state:
@@ -318,4 +344,4 @@ def _finite_params(module: nn.Module) -> bool:
 
 def _fmt(metrics: dict, keys: tuple[str, ...] | None = None) -> str:
     items = [(k, v) for k, v in metrics.items() if (keys is None or k in keys) and isinstance(v, float)]
-    return " ".join(f"{k}={v:.4g}" for k, v in items if k not in ("elapsed_sec",))
+    return " ".join(f"{k}={v:.4g}" for k, v in items if k not in ("elapsed_sec", "train_sec"))

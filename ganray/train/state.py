@@ -130,7 +130,8 @@ class TrainingState:
     rank: int
     world_size: int
     step: int = 0
-    elapsed_sec: float = 0.0  # seconds of training up to `step`, over resumes (the rows' elapsed_sec)
+    elapsed_sec: float = 0.0  # wall seconds up to `step`, over resumes (the rows' elapsed_sec)
+    train_sec: float = 0.0  # of those, the training steps' (the rows' train_sec; loop.RunClock)
     window: StatsWindow = field(default_factory=StatsWindow)  # statistics since the last log step
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per log step (training_signals)
     evaluator: Any = None  # ganray.collapse.Evaluator on rank 0 when metrics are configured
@@ -183,6 +184,7 @@ class TrainingState:
             layout_like_params(opt)  # and the moments' memory layout (the checkpoint's may be channels_last)
         self.family_state = dict(ckpt.get("family_state") or self.family_state)
         self.elapsed_sec = float(ckpt.get("elapsed_sec") or 0.0)  # checkpoints before issue 16: the run restarts at 0
+        self.train_sec = float(ckpt.get("train_sec") or 0.0)  # and before train_sec
         self.history = list(ckpt.get("history") or [])
         per_rank = ckpt.get("rng_per_rank") or []
         if ckpt.get("world_size") == self.world_size and self.rank < len(per_rank):
@@ -204,6 +206,7 @@ class TrainingState:
             "config": self.cfg.to_dict(),
             "step": self.step,
             "elapsed_sec": self.elapsed_sec,
+            "train_sec": self.train_sec,
             "nets": list(m.nets),  # the networks' names: each one's state_dict is under its name
             **{name: m.module(name).state_dict() for name in m.nets},
             "G_ema": m.G_ema.state_dict() if m.G_ema is not None else None,

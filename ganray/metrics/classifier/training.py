@@ -100,6 +100,9 @@ def train_classifier(
         "arch": asdict(model.arch),
         "train_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__,
+        # the weights depend on these too (the order of float32 sums; docs/distributed.md)
+        "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     log.info("classifier %s: held-out accuracy %.4f on %d images", dataset, info["held_out_accuracy"], len(test))
     return model, info
