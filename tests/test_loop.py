@@ -87,7 +87,7 @@ def test_resume_is_bitwise_equal_to_a_straight_run(tmp_path, family, extra):
     assert carried == ckpts_half[10]["elapsed_sec"] > 0
     assert all(m["elapsed_sec"] > carried for _, m in reports2)
     assert ckpts2[20]["elapsed_sec"] == [m for s, m in reports2 if s == 20][0]["elapsed_sec"]
-    # and so do the training steps' seconds (train_sec), which are fewer: evaluations are left out
+    # and so do the training steps' seconds (train_sec), which are fewer: sample grids and reports are left out
     assert 0 < state["train_sec"] == ckpts_half[10]["train_sec"] < carried
     assert all(state["train_sec"] < m["train_sec"] < m["elapsed_sec"] for _, m in reports2)
     assert ckpts2[20]["train_sec"] == [m for s, m in reports2 if s == 20][0]["train_sec"]
@@ -95,20 +95,28 @@ def test_resume_is_bitwise_equal_to_a_straight_run(tmp_path, family, extra):
 
 def test_train_sec_leaves_out_the_cadence_steps_work():
     # a report that takes 0.25 s: wall seconds (elapsed_sec) count it, the training steps' (train_sec) do not
-    cfg = load(None, [*TINY, "train.steps=15", "train.checkpoint_every=100"])
+    cfg = load(None, [*TINY, "train.steps=15", "train.checkpoint_every=10"])
     rows: list[dict] = []
+    ckpts: dict[int, dict] = {}
 
     def slow_report(step, metrics, **kw):
         rows.append(dict(metrics))
         time.sleep(0.25)
 
-    train(cfg, report=slow_report, save_checkpoint=lambda *a: None, should_stop=lambda *a: False)
+    train(cfg, report=slow_report, save_checkpoint=lambda step, st, m: ckpts.__setitem__(step, st),
+          should_stop=lambda *a: False)
     assert [r["step"] for r in rows] == [5, 10, 15]
     gaps = [r["elapsed_sec"] - r["train_sec"] for r in rows]
     assert gaps[0] == 0.0  # nothing paused before the first cadence step
-    # each earlier cadence step's report is left out of train_sec (0.25 s each, plus its sample grid)
-    assert 0.25 <= gaps[1] < 0.5 and 0.5 <= gaps[2] < 0.75
+    # each earlier cadence step's report is left out of train_sec (0.25 s each, plus its sample grid
+    # and checkpoint: the upper bounds leave a loaded machine a second)
+    assert 0.25 <= gaps[1] < 1.25 and 0.5 <= gaps[2] < 1.5
     assert 0 < rows[0]["train_sec"] < rows[1]["train_sec"] < rows[2]["train_sec"]
+    # a checkpoint written before train_sec existed: the clock goes on from its elapsed_sec
+    old = {k: v for k, v in ckpts[10].items() if k != "train_sec"}
+    rows.clear()
+    train(cfg, report=slow_report, save_checkpoint=lambda *a: None, should_stop=lambda *a: False, resume_from=old)
+    assert [r["step"] for r in rows] == [15] and rows[0]["train_sec"] > old["elapsed_sec"]
 
 
 def test_same_seed_same_run_other_seed_other_run():

@@ -212,7 +212,8 @@ def test_one_seed_per_point_says_agreement_cannot_be_judged_and_speed_after_a_re
     t = model.Trial("t", "", rows=[{"step": s, "elapsed_sec": e, "train_sec": tr}
                                    for s, e, tr in ((100, 10.0, 8.0), (200, 25.0, 16.0), (300, 37.0, 24.0))])
     assert points.steps_per_sec(t) == pytest.approx(300 / 24.0)
-    # ... and after a resume its clock falls as elapsed_sec's did (a record written before checkpoints carried it)
-    t = model.Trial("u", "", rows=[{"step": s, "elapsed_sec": e, "train_sec": tr}
-                                   for s, e, tr in ((100, 10.0, 8.0), (200, 20.0, 16.0), (300, 6.0, 4.0), (400, 14.0, 10.0))])
-    assert points.steps_per_sec(t) == pytest.approx(200 / 10.0)
+    # a trial begun before rows had train_sec and resumed after: elapsed_sec, which every row has
+    t = model.Trial("u", "", rows=[{"step": 100, "elapsed_sec": 10.0}, {"step": 200, "elapsed_sec": 20.0},
+                                   {"step": 300, "elapsed_sec": 30.0, "train_sec": 28.0},
+                                   {"step": 400, "elapsed_sec": 40.0, "train_sec": 36.0}])
+    assert points.steps_per_sec(t) == pytest.approx(400 / 40.0)

@@ -95,7 +95,8 @@ def test_one_trial_alone_twice_in_a_two_trial_sweep_and_in_a_reused_actor_gives_
     # alone, twice, each a fresh `ganray train --local` from its own directory with the default
     # storage (./ganray_results, relative): once in a shell without OMP_NUM_THREADS (torch's own
     # default: one thread per core), once in one that sets 3; and inside a sweep: the two trials run
-    # in their Tune actors, side by side where there are 2 CPUs. The three commands run at the same time (the sweep's Ray start overlaps the other two runs):
+    # in their Tune actors, side by side where there are 2 CPUs. The four commands run at the same time
+    # (the sweeps' Ray starts overlap the two runs alone):
     # each training process pins its own thread count, so running beside others changes no number.
     # A second sweep runs one trial at a time: its z2-s3 trains in the Tune actor that trained z3-s3
     # just before (reuse_actors: the same process, its torch threads, RNG and caches as z3-s3 left them).

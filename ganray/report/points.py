@@ -109,13 +109,14 @@ class Point:
 
 def steps_per_sec(t: Trial) -> float | None:
     """Generator steps per second of training: step / train_sec at the last row (the seconds of the
-    training steps alone, evaluations, sample grids, checkpoints and uploads left out); in records
-    written before rows had train_sec, step / elapsed_sec (wall seconds, evaluations included).
+    training steps alone, evaluations, sample grids and checkpoints left out); in records with a
+    row written before rows had train_sec, step / elapsed_sec (evaluations included).
     Both count on over resumes (a checkpoint carries them); in records written before it did, a
     resumed run started again from 0, and then the speed is that of the last run, from the step of
     the row before the clock fell."""
-    key = "train_sec" if t.rows and "train_sec" in t.rows[-1] else "elapsed_sec"
-    rows = [r for r in t.rows if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), int)]
+    stepped = [r for r in t.rows if isinstance(r.get("step"), int)]
+    key = "train_sec" if stepped and all("train_sec" in r for r in stepped) else "elapsed_sec"
+    rows = [r for r in stepped if isinstance(r.get(key), (int, float))]
     if not rows or rows[-1][key] <= 0:
         return None
     start = 0

@@ -221,13 +221,14 @@ def _G_eval(m: Models) -> nn.Module:
 
 class RunClock:
     """A run's two clocks, both counted on over resumes from the checkpoint's: elapsed_sec, the
-    wall seconds since the trial started, and train_sec, those of its training steps alone (the
-    cadence steps' work, from the window's means to the report, left out: evaluations, sample
-    grids, checkpoints, uploads). The report's steps/s is step / train_sec."""
+    seconds since the loop started (set-up before it left out), and train_sec, those of its
+    training steps alone (the cadence steps' work, from the window's means to the report, left
+    out: evaluations, sample grids, checkpoints and their uploads). Intervals of the monotonic
+    clock. The report's steps/s is step / train_sec."""
 
     def __init__(self, s: TrainingState, device: torch.device):
         self.device = device
-        self.start = self.paused_at = time.time()
+        self.start = self.paused_at = time.monotonic()
         self.elapsed0, self.train0 = s.elapsed_sec, s.train_sec
         self.paused = 0.0  # this run's seconds outside training steps
 
@@ -235,13 +236,13 @@ class RunClock:
         """At a cadence step, before its work: (elapsed_sec, train_sec) up to the end of this step."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the steps' queued kernels are training time
-        self.paused_at = time.time()
+        self.paused_at = time.monotonic()
         run = self.paused_at - self.start
         return self.elapsed0 + run, self.train0 + run - self.paused
 
     def resume(self) -> None:
         """After the cadence step's work: training time counts again."""
-        self.paused += time.time() - self.paused_at
+        self.paused += time.monotonic() - self.paused_at
 
 
 def _metrics(s: TrainingState, at: Cadence, elapsed_sec: float, train_sec: float) -> dict[str, Any]:

@@ -130,7 +130,7 @@ class TrainingState:
     rank: int
     world_size: int
     step: int = 0
-    elapsed_sec: float = 0.0  # wall seconds up to `step`, over resumes (the rows' elapsed_sec)
+    elapsed_sec: float = 0.0  # the loop's seconds up to `step`, over resumes (the rows' elapsed_sec)
     train_sec: float = 0.0  # of those, the training steps' (the rows' train_sec; loop.RunClock)
     window: StatsWindow = field(default_factory=StatsWindow)  # statistics since the last log step
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per log step (training_signals)
@@ -184,7 +184,8 @@ class TrainingState:
             layout_like_params(opt)  # and the moments' memory layout (the checkpoint's may be channels_last)
         self.family_state = dict(ckpt.get("family_state") or self.family_state)
         self.elapsed_sec = float(ckpt.get("elapsed_sec") or 0.0)  # checkpoints before issue 16: the run restarts at 0
-        self.train_sec = float(ckpt.get("train_sec") or 0.0)  # and before train_sec
+        # checkpoints before train_sec: their elapsed_sec (evaluations included), so the clock goes on
+        self.train_sec = float(ckpt["train_sec"] if ckpt.get("train_sec") is not None else self.elapsed_sec)
         self.history = list(ckpt.get("history") or [])
         per_rank = ckpt.get("rng_per_rank") or []
         if ckpt.get("world_size") == self.world_size and self.rank < len(per_rank):
