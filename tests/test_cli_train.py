@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ganray.artifacts import reader
+from ganray.train.loop import CLOCK_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = str(ROOT / "configs" / "zdim_mnist_local.yaml")
@@ -167,7 +168,7 @@ sys.exit(main(sys.argv[1:]))
 
 def _rows(trial: Path) -> list[dict]:
     rows = reader.read_rows(str(trial))
-    return [{k: v for k, v in r.items() if k not in ("time", "elapsed_sec", "train_sec")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("time", *CLOCK_FIELDS)} for r in rows]
 
 
 def test_killed_after_first_bad_evaluation_then_resumed_ends_as_a_straight_run(tmp_path):

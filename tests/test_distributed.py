@@ -10,6 +10,7 @@ import pytest
 from _raytools import kill_one_train_worker, rank_recorder, ray_local, read_records  # noqa: F401
 from ganray.artifacts import reader
 from ganray.config import load
+from ganray.train.loop import CLOCK_FIELDS
 
 pytestmark = pytest.mark.slow
 
@@ -209,7 +210,7 @@ def test_killed_worker_resumes_every_rank_and_the_stopper_as_a_straight_run(ray_
 
     straight, trial_a = run("straight", kill=False)
     resumed, trial_b = run("resumed", kill=True)
-    drop = ("elapsed_sec", "train_sec")
+    drop = CLOCK_FIELDS
 
     def same(rows):  # a report's rows, one per rank, in no particular order
         return sorted(json.dumps({k: v for k, v in r.items() if k not in drop}, sort_keys=True) for r in rows)

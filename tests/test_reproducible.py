@@ -26,6 +26,7 @@ import yaml
 from ganray.artifacts import reader
 from ganray.config import load
 from ganray.sweep import grid, trial_name
+from ganray.train.loop import CLOCK_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ ROW_STEPS = [4, 7, 8, 9, 10, 12, 14, 16, 18, 20, 21, 23]
 # The only fields left out of the comparison: wall-clock ones, measured in seconds. `time` is when
 # the row was written (Unix seconds), `elapsed_sec` the seconds since the run started and `train_sec`
 # those of its training steps; all three depend on the machine's load. verdict.json holds none; every other field of every row is compared exactly.
-WALL_CLOCK = ("time", "elapsed_sec", "train_sec")
+WALL_CLOCK = ("time", *CLOCK_FIELDS)
 
 
 def user_env(**extra: str) -> dict[str, str]:

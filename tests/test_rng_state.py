@@ -12,6 +12,7 @@ import torch
 from ganray.config import load
 from ganray.data import load_dataset
 from ganray.train import checkpoint, train
+from ganray.train.loop import CLOCK_FIELDS
 from ganray.train.sampling import Sampler
 from ganray.train.state import rng_state, set_rng_state
 
@@ -31,7 +32,7 @@ def _run(cfg, data, folder, resume=None):
     def save(step, state, metrics):
         ckpts[step] = checkpoint.load(checkpoint.save(state, folder / f"step_{step}.pt"))
 
-    train(cfg, report=lambda step, metrics, **kw: rows.append({k: v for k, v in metrics.items() if k not in ("elapsed_sec", "train_sec")}),
+    train(cfg, report=lambda step, metrics, **kw: rows.append({k: v for k, v in metrics.items() if k not in CLOCK_FIELDS}),
           save_checkpoint=save, should_stop=lambda step, metrics: False, resume_from=resume, data=data, device=CPU)
     return ckpts, rows
 
@@ -93,7 +94,7 @@ def test_resume_with_evaluations_is_bitwise_a_straight_run(tmp_path):
     a, b = straight[23], resumed[23]
     for key in ("G", "D", "opt_G", "opt_D", "family_state", "evaluator", "rng_per_rank"):
         _same(a[key], b[key], key)
-    untimed = lambda history: [{k: v for k, v in e.items() if k not in ("elapsed_sec", "train_sec")} for e in history]  # noqa: E731
+    untimed = lambda history: [{k: v for k, v in e.items() if k not in CLOCK_FIELDS} for e in history]  # noqa: E731
     assert untimed(a["history"]) == untimed(b["history"])
     assert set(a["rng_per_rank"][0]["sampler"]) == {"data", "z", "device_type"}
 

@@ -15,13 +15,14 @@ from ganray.artifacts import reader
 from ganray.config import load
 from ganray.local import run_trial
 from ganray.sweep import CollapseStopper
+from ganray.train.loop import CLOCK_FIELDS
 
 # a trial built to collapse (z_dim 1: near-copies at every evaluation), evaluated every 4 steps,
 # checkpointed every 6 (neither divides the other), logged every 2
 TINY = ["model.width=0.125", "train.batch_size=16", "train.steps=18", "train.log_every=2", "train.eval_every=4",
         "train.sample_every=4", "train.checkpoint_every=6", "eval.n=200", "eval.n_fixed_z=16", "data.n_train=400",
         "model.z_dim=1", "eval.metrics=[class_coverage,fcd,prdc,sample_diversity]", "experiment.name=t"]
-TIMES = ("time", "elapsed_sec", "train_sec")  # the only columns that differ between two runs of one config
+TIMES = ("time", *CLOCK_FIELDS)  # the only columns that differ between two runs of one config
 
 
 def _rows(trial: Path) -> list[dict]:

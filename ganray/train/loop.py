@@ -219,6 +219,9 @@ def _G_eval(m: Models) -> nn.Module:
     return m.G_ema if m.G_ema is not None else m.G_module
 
 
+CLOCK_FIELDS = ("elapsed_sec", "train_sec")  # a row's fields measured by RunClock (they vary with the load)
+
+
 class RunClock:
     """A run's two clocks, both counted on over resumes from the checkpoint's: elapsed_sec, the
     seconds since the loop started (set-up before it left out), and train_sec, those of its
@@ -345,4 +348,4 @@ def _finite_params(module: nn.Module) -> bool:
 
 def _fmt(metrics: dict, keys: tuple[str, ...] | None = None) -> str:
     items = [(k, v) for k, v in metrics.items() if (keys is None or k in keys) and isinstance(v, float)]
-    return " ".join(f"{k}={v:.4g}" for k, v in items if k not in ("elapsed_sec", "train_sec"))
+    return " ".join(f"{k}={v:.4g}" for k, v in items if k not in CLOCK_FIELDS)
